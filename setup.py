@@ -1,0 +1,133 @@
+"""Build script for sfer's compiled core.
+
+OpenMP is detected the way scikit-learn does it: a tiny probe program is compiled, linked *and
+run* with the OpenMP flags.  If it works, the extension is built with those flags; if not, the
+build warns loudly and builds a serial extension (``sfer.openmp_enabled()`` is then False).
+
+Environment variable ``SFER_OPENMP``:
+    unset / "auto"      probe; fall back to a serial build with a warning
+    "1" / "required"    probe; fail the build if OpenMP does not work
+    "0" / "disabled"    do not probe; build serial on purpose
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import warnings
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+PROBE = textwrap.dedent(
+    r"""
+    #include <omp.h>
+    #include <stdio.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel num_threads(2) reduction(+:n)
+        n += 1;
+        printf("%d %d\n", n, omp_get_max_threads() >= 1);
+        return 0;
+    }
+    """
+)
+
+
+def _openmp_mode():
+    raw = os.environ.get("SFER_OPENMP", "auto").strip().lower()
+    modes = {"": "auto", "auto": "auto", "1": "required", "required": "required",
+             "require": "required", "0": "disabled", "disabled": "disabled", "disable": "disabled"}
+    if raw not in modes:
+        raise SystemExit(f"SFER_OPENMP={raw!r}: expected one of auto, 1/required, 0/disabled")
+    return modes[raw]
+
+
+def _openmp_flags(compiler):
+    """((compile_args, link_args), None) if OpenMP works with this compiler, else (None, reason)."""
+    if sys.platform == "darwin":
+        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"])]
+    elif sys.platform == "win32":
+        candidates = [(["/openmp"], [])]
+    else:
+        candidates = [(["-fopenmp"], ["-fopenmp"])]
+    last_error = "no candidate flags"
+    for cflags, lflags in candidates:
+        tmp = tempfile.mkdtemp(prefix="sfer-openmp-probe-")
+        try:
+            src = os.path.join(tmp, "probe.c")
+            with open(src, "w") as f:
+                f.write(PROBE)
+            objs = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
+            exe = os.path.join(tmp, "probe")
+            compiler.link_executable(objs, "probe", output_dir=tmp, extra_postargs=lflags)
+            out = subprocess.run([exe], capture_output=True, text=True, timeout=60,
+                                 env={**os.environ, "OMP_NUM_THREADS": "2"})
+            if out.returncode == 0 and out.stdout.split() == ["2", "1"]:
+                return (cflags, lflags), None
+            last_error = f"probe ran but printed {out.stdout!r} (exit {out.returncode})"
+        except Exception as exc:  # compile, link or run failure
+            last_error = f"{type(exc).__name__}: {exc}"
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return None, last_error
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        mode = _openmp_mode()
+        cflags, lflags = [], []
+        if mode == "disabled":
+            print("sfer: SFER_OPENMP=0: building without OpenMP (serial) on request")
+        else:
+            flags, why = _openmp_flags(self.compiler)
+            if flags is None:
+                msg = (
+                    "\n" + "*" * 78 + "\n"
+                    "sfer: OpenMP does not work with this compiler (" + str(why) + ").\n"
+                    "sfer will be built SERIAL: correct, but it will not use several cores.\n"
+                    "Set SFER_OPENMP=1 to make this an error, SFER_OPENMP=0 to silence it.\n"
+                    + "*" * 78
+                )
+                if mode == "required":
+                    raise SystemExit(msg)
+                warnings.warn(msg)
+                print(msg, file=sys.stderr)
+            else:
+                cflags, lflags = flags
+                print(f"sfer: building with OpenMP ({' '.join(cflags)})")
+        for ext in self.extensions:
+            ext.extra_compile_args = list(ext.extra_compile_args) + cflags
+            ext.extra_link_args = list(ext.extra_link_args) + lflags
+        super().build_extensions()
+
+
+compile_args = [] if sys.platform == "win32" else ["-O3", "-fno-math-errno", "-Wno-unused-function"]
+extensions = [
+    Extension(
+        "sfer._core",
+        ["sfer/_core.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+        extra_compile_args=compile_args,
+    )
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": "3",
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+            "embedsignature": True,
+        },
+    ),
+    cmdclass={"build_ext": BuildExt},
+)

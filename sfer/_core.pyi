@@ -1,0 +1,27 @@
+# Stub for the compiled module sfer._core (checked against the build by mypy.stubtest in ci/test.sh).
+import numpy as np
+
+V_U8: int
+V_U16: int
+V_U32: int
+V_U64: int
+V_F16: int
+V_BF16: int
+V_F32: int
+V_F64: int
+V_C64: int
+V_C128: int
+I_I8: int
+I_I16: int
+I_I32: int
+I_I64: int
+I_U8: int
+I_U16: int
+I_U32: int
+I_U64: int
+
+def grad(
+    rim: np.ndarray, g: np.ndarray, d: np.ndarray, vkind: int, ikind: int, num_threads: int
+) -> tuple[int, float | complex | int]: ...
+def openmp_enabled() -> bool: ...
+def max_threads() -> int: ...

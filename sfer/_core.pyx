@@ -1,0 +1,589 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled kernels of sfer (private: call ``sfer.sparse_fill_empty_rows_grad``).
+
+Definitions used by every kernel below:
+
+* ``key(r)``: a map entry as an unsigned 64-bit number.  Signed entries are sign-extended first,
+  so a negative entry becomes >= 2**63 and fails the single range test ``key(r) < n_full``.
+* The unreferenced sum is defined block by block: positions ``[0, n_full)`` are cut into blocks
+  of ``BLOCK`` positions; inside a block, position ``k`` is added to lane ``k % 8`` (complex:
+  lane ``k % 4``, real and imaginary parts apart) in increasing ``k``; lanes are combined in a
+  fixed order, then blocks in increasing order.  The result depends on nothing else: not on the
+  thread count, not on the order of the map, not on which code path (sorted walk or marking)
+  produced it.  Skipped (referenced) positions add nothing, which is the same as adding ``+0``.
+* Accumulators: float64 for float16/bfloat16/float32/complex64; compensated (Neumaier) float64
+  for float64/complex128; uint64 (wrapping) for integers, whose low bits are the exact sum
+  modulo 2**bits whatever the signedness.
+
+Every kernel is ``noexcept nogil``; inputs are ``const``; outputs are marked ``# out``.
+"""
+
+cimport numpy as cnp
+from cython.parallel cimport prange
+from libc.math cimport fabs, isfinite
+from libc.stdint cimport (int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
+                          uint64_t)
+from libc.stdlib cimport calloc, free, malloc
+
+from sfer._openmp cimport SFER_HAVE_OPENMP, omp_get_max_threads
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    typedef struct { uint16_t bits; } sfer_f16;
+    typedef struct { uint16_t bits; } sfer_bf16;
+    typedef struct { float re, im; } sfer_c64;
+    typedef struct { double re, im; } sfer_c128;
+
+    /* IEEE binary16 -> binary32, exact for every input (subnormals, inf, NaN payloads). */
+    static inline float sfer_f16_to_float(sfer_f16 h) {
+        union { uint32_t u; float f; } o, magic, infnan;
+        magic.u = (uint32_t)(254 - 15) << 23;     /* 2**112 */
+        infnan.u = (uint32_t)(127 + 16) << 23;    /* 2**16: the smallest half exponent 31 */
+        o.u = (uint32_t)(h.bits & 0x7fffu) << 13;
+        o.f *= magic.f;
+        if (o.f >= infnan.f) o.u |= (uint32_t)255 << 23;
+        o.u |= (uint32_t)(h.bits & 0x8000u) << 16;
+        return o.f;
+    }
+    static inline float sfer_bf16_to_float(sfer_bf16 h) {
+        union { uint32_t u; float f; } o;
+        o.u = (uint32_t)h.bits << 16;
+        return o.f;
+    }
+    /* float64 -> bfloat16 bits, rounded once to nearest-even: round to odd into float32
+       (exact truncation plus a sticky bit), then round to nearest-even into bfloat16. */
+    static inline uint16_t sfer_double_to_bf16_bits(double d) {
+        union { uint32_t u; float f; } v;
+        v.f = (float)d;
+        if (d != d) return (uint16_t)((v.u >> 16) | 0x0040u);
+        if (isfinite(d) && (double)v.f != d) {
+            if (fabs((double)v.f) > fabs(d)) v.u -= 1u;
+            v.u |= 1u;
+        }
+        return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+    }
+    /* Marks may be stored by several threads at once: relaxed atomic byte stores. */
+    static inline void sfer_mark_set(uint8_t *m, uint64_t i) {
+        __atomic_store_n(m + i, (uint8_t)1, __ATOMIC_RELAXED);
+    }
+    static inline int sfer_flag_get(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    static inline void sfer_flag_set(int *p) { __atomic_store_n(p, 1, __ATOMIC_RELAXED); }
+    """
+    ctypedef struct sfer_f16:
+        uint16_t bits
+    ctypedef struct sfer_bf16:
+        uint16_t bits
+    ctypedef struct sfer_c64:
+        float re
+        float im
+    ctypedef struct sfer_c128:
+        double re
+        double im
+    float sfer_f16_to_float(sfer_f16 h) noexcept nogil
+    float sfer_bf16_to_float(sfer_bf16 h) noexcept nogil
+    uint16_t sfer_double_to_bf16_bits(double d) noexcept nogil
+    void sfer_mark_set(uint8_t *m, uint64_t i) noexcept nogil
+    int sfer_flag_get(int *p) noexcept nogil
+    void sfer_flag_set(int *p) noexcept nogil
+
+
+# Value kinds (by what the sum needs; signed and unsigned integers of one width share a kind)
+# and index kinds.  sfer/_grad.py maps NumPy dtypes onto these codes.
+cpdef enum:
+    V_U8 = 0
+    V_U16 = 1
+    V_U32 = 2
+    V_U64 = 3
+    V_F16 = 4
+    V_BF16 = 5
+    V_F32 = 6
+    V_F64 = 7
+    V_C64 = 8
+    V_C128 = 9
+
+cpdef enum:
+    I_I8 = 0
+    I_I16 = 1
+    I_I32 = 2
+    I_I64 = 3
+    I_U8 = 4
+    I_U16 = 5
+    I_U32 = 6
+    I_U64 = 7
+
+cdef enum:
+    BLOCK = 4096            # positions per summation block (a multiple of 8)
+    SERIAL_BELOW = 65536    # N + N_full below this: one thread (a parallel region costs more)
+    ERR_NOMEM = -2
+
+ctypedef fused val_t:
+    uint8_t
+    uint16_t
+    uint32_t
+    uint64_t
+    sfer_f16
+    sfer_bf16
+    float
+    double
+    sfer_c64
+    sfer_c128
+
+ctypedef fused idx_t:
+    int8_t
+    int16_t
+    int32_t
+    int64_t
+    uint8_t
+    uint16_t
+    uint32_t
+    uint64_t
+
+cdef struct lanes_t:        # accumulators of one block
+    double s[8]
+    double c[8]             # Neumaier compensations (float64 and complex128 only)
+    uint64_t u[8]
+
+cdef struct part_t:         # the sum of one block, or of all of them
+    double s0               # real part (or the only part)
+    double c0
+    double s1               # imaginary part
+    double c1
+    uint64_t u              # integer sum, modulo 2**64
+
+
+# ---------------------------------------------------------------------------------------------
+# Scalar helpers
+
+cdef inline uint64_t key(idx_t r) noexcept nogil:
+    if idx_t is int8_t or idx_t is int16_t or idx_t is int32_t or idx_t is int64_t:
+        return <uint64_t>(<int64_t>r)
+    else:
+        return <uint64_t>r
+
+
+cdef inline void neumaier(double *s, double *c, double x) noexcept nogil:
+    # s, c: in/out.  Adds x to the compensated pair (s, c).
+    cdef double t = s[0] + x
+    if fabs(s[0]) >= fabs(x):
+        c[0] += (s[0] - t) + x
+    else:
+        c[0] += (x - t) + s[0]
+    s[0] = t
+
+
+cdef inline void lanes_zero(lanes_t *L) noexcept nogil:
+    cdef int i
+    for i in range(8):
+        L.s[i] = 0.0
+        L.c[i] = 0.0
+        L.u[i] = 0
+
+
+cdef inline void lane_add(lanes_t *L, uint64_t k, val_t x) noexcept nogil:
+    # L: in/out.  Adds value x at position k to its lane.
+    cdef int l
+    if val_t is uint8_t or val_t is uint16_t or val_t is uint32_t or val_t is uint64_t:
+        L.u[k & 7] += <uint64_t>x
+    elif val_t is sfer_f16:
+        L.s[k & 7] += <double>sfer_f16_to_float(x)
+    elif val_t is sfer_bf16:
+        L.s[k & 7] += <double>sfer_bf16_to_float(x)
+    elif val_t is float:
+        L.s[k & 7] += <double>x
+    elif val_t is double:
+        neumaier(&L.s[k & 7], &L.c[k & 7], x)
+    elif val_t is sfer_c64:
+        l = <int>(k & 3) * 2
+        L.s[l] += <double>x.re
+        L.s[l + 1] += <double>x.im
+    elif val_t is sfer_c128:
+        l = <int>(k & 3) * 2
+        neumaier(&L.s[l], &L.c[l], x.re)
+        neumaier(&L.s[l + 1], &L.c[l + 1], x.im)
+
+
+cdef inline void lane_add_unless(lanes_t *L, uint64_t k, val_t x, uint8_t skip) noexcept nogil:
+    # Like lane_add, adding +0 instead of x when skip is set (a select, not a multiply: NaN * 0
+    # is NaN).  Adding +0 leaves every accumulator bit-identical (they are never -0).
+    cdef int l
+    if val_t is uint8_t or val_t is uint16_t or val_t is uint32_t or val_t is uint64_t:
+        L.u[k & 7] += 0 if skip else <uint64_t>x
+    elif val_t is sfer_f16:
+        L.s[k & 7] += 0.0 if skip else <double>sfer_f16_to_float(x)
+    elif val_t is sfer_bf16:
+        L.s[k & 7] += 0.0 if skip else <double>sfer_bf16_to_float(x)
+    elif val_t is float:
+        L.s[k & 7] += 0.0 if skip else <double>x
+    elif val_t is double:
+        neumaier(&L.s[k & 7], &L.c[k & 7], 0.0 if skip else x)
+    elif val_t is sfer_c64:
+        l = <int>(k & 3) * 2
+        L.s[l] += 0.0 if skip else <double>x.re
+        L.s[l + 1] += 0.0 if skip else <double>x.im
+    elif val_t is sfer_c128:
+        l = <int>(k & 3) * 2
+        neumaier(&L.s[l], &L.c[l], 0.0 if skip else x.re)
+        neumaier(&L.s[l + 1], &L.c[l + 1], 0.0 if skip else x.im)
+
+
+cdef inline void lanes_close(const lanes_t *L, part_t *p, bint is_complex) noexcept nogil:
+    # p: out.  The block's sum from its lanes, in a fixed order.
+    cdef int i
+    p.s0 = 0.0
+    p.c0 = 0.0
+    p.s1 = 0.0
+    p.c1 = 0.0
+    p.u = 0
+    for i in range(8):
+        p.u += L.u[i]
+        if is_complex and (i & 1):
+            neumaier(&p.s1, &p.c1, L.s[i])
+            p.c1 += L.c[i]
+        else:
+            neumaier(&p.s0, &p.c0, L.s[i])
+            p.c0 += L.c[i]
+
+
+cdef inline bint is_complex_t(val_t *dummy) noexcept nogil:
+    return val_t is sfer_c64 or val_t is sfer_c128
+
+
+# ---------------------------------------------------------------------------------------------
+# Range kernels: each does the work of one thread on one contiguous range.
+
+cdef void add_range(const val_t *g, int64_t a, int64_t c, lanes_t *L) noexcept nogil:
+    # g: in; L: in/out.  Adds every g[k], a <= k < c (all unreferenced), to its lane.
+    cdef int64_t k = a
+    cdef int l
+    while k < c and (k & 7):
+        lane_add(L, <uint64_t>k, g[k])
+        k += 1
+    while k + 8 <= c:
+        for l in range(8):
+            lane_add(L, <uint64_t>l, g[k + l])
+        k += 8
+    while k < c:
+        lane_add(L, <uint64_t>k, g[k])
+        k += 1
+
+
+cdef void block_sum_masked(const val_t *g, const uint8_t *mark, int64_t k0, int64_t k1,
+                           part_t *out) noexcept nogil:
+    # g, mark: in; out: out.  The sum of g[k] over k0 <= k < k1 with mark[k] == 0 (k0 % 8 == 0).
+    cdef lanes_t L
+    cdef int64_t k = k0
+    cdef int l
+    lanes_zero(&L)
+    while k + 8 <= k1:
+        for l in range(8):
+            lane_add_unless(&L, <uint64_t>l, g[k + l], mark[k + l])
+        k += 8
+    while k < k1:
+        lane_add_unless(&L, <uint64_t>k, g[k], mark[k])
+        k += 1
+    lanes_close(&L, out, is_complex_t(<val_t *>NULL))
+
+
+cdef int64_t gather_mark(const val_t *g, uint64_t n_full, const idx_t *rim, val_t *d,
+                         uint8_t *mark, int64_t j0, int64_t j1) noexcept nogil:
+    # g, rim: in; d, mark: out.  For j0 <= j < j1: d[j] = g[rim[j]] and mark[rim[j]] = 1.
+    # Returns the first j whose entry is out of range (stopping there), or -1.
+    cdef int64_t j
+    cdef uint64_t r
+    for j in range(j0, j1):
+        r = key(rim[j])
+        if r >= n_full:
+            return j
+        d[j] = g[r]
+        sfer_mark_set(mark, r)
+    return -1
+
+
+cdef inline int64_t lower_bound(const idx_t *rim, int64_t n, uint64_t x) noexcept nogil:
+    # The first j with key(rim[j]) >= x, if rim is sorted by key (any j in [0, n] otherwise).
+    cdef int64_t lo = 0, hi = n, mid
+    while lo < hi:
+        mid = lo + (hi - lo) // 2
+        if key(rim[mid]) < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef struct walk_t:
+    int64_t b               # current block
+    int64_t bend            # its end (exclusive)
+    int64_t k1              # end of this thread's positions
+    part_t *parts
+    lanes_t L
+
+
+cdef inline void walk_gap(const val_t *g, walk_t *w, int64_t a, int64_t c) noexcept nogil:
+    # w: in/out.  Adds the unreferenced positions [a, c); afterwards the current block holds c
+    # (or is the last one).  Closes every block it leaves, including blocks with nothing to add.
+    while c >= w.bend and w.bend < w.k1:
+        add_range(g, a, w.bend, &w.L)
+        lanes_close(&w.L, &w.parts[w.b], is_complex_t(<val_t *>NULL))
+        lanes_zero(&w.L)
+        a = w.bend
+        w.b += 1
+        w.bend = min(w.bend + BLOCK, w.k1)
+    add_range(g, a, c, &w.L)
+
+
+cdef int sorted_walk(const val_t *g, uint64_t n_full, const idx_t *rim, int64_t n, val_t *d,
+                     int64_t b0, int64_t b1, part_t *parts, int64_t *j_range,
+                     int *abort) noexcept nogil:
+    # g, rim: in; d, parts, j_range: out; abort: in/out (shared by all threads).
+    # One streaming pass over blocks [b0, b1), assuming the map is non-decreasing: gathers
+    # d[j] for the entries that fall in these blocks and sums the gaps between them.
+    # Returns 0 when every entry it met was consistent with a non-decreasing map, with the
+    # range of j it covered in j_range[0:2]; 1 otherwise (the caller then falls back to the
+    # marking path, which also finds any out-of-range entry).
+    cdef walk_t w
+    cdef int64_t k0 = b0 * BLOCK
+    cdef int64_t pos = k0
+    cdef int64_t j = lower_bound(rim, n, <uint64_t>k0)
+    cdef uint64_t r
+    w.k1 = min(b1 * BLOCK, <int64_t>n_full)
+    w.b = b0
+    w.bend = min(k0 + BLOCK, w.k1)
+    w.parts = parts
+    lanes_zero(&w.L)
+    if j > 0 and key(rim[j - 1]) >= <uint64_t>k0:
+        sfer_flag_set(abort)
+        return 1
+    j_range[0] = j
+    while j < n:
+        r = key(rim[j])
+        if r >= <uint64_t>w.k1:
+            break
+        if r >= <uint64_t>pos:
+            walk_gap(g, &w, pos, <int64_t>r)
+            pos = <int64_t>r + 1
+        elif r + 1 != <uint64_t>pos or r < <uint64_t>k0:
+            sfer_flag_set(abort)     # decreasing: not a sorted map
+            return 1
+        d[j] = g[r]
+        j += 1
+        if (j & 65535) == 0 and sfer_flag_get(abort):
+            return 1
+    j_range[1] = j
+    walk_gap(g, &w, pos, w.k1)
+    lanes_close(&w.L, &w.parts[w.b], is_complex_t(<val_t *>NULL))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Drivers
+
+cdef void combine(const part_t *parts, int64_t nb, part_t *total) noexcept nogil:
+    # total: out.  The blocks' sums in increasing block order.
+    cdef int64_t b
+    total.s0 = 0.0
+    total.c0 = 0.0
+    total.s1 = 0.0
+    total.c1 = 0.0
+    total.u = 0
+    for b in range(nb):
+        neumaier(&total.s0, &total.c0, parts[b].s0)
+        total.c0 += parts[b].c0
+        neumaier(&total.s1, &total.c1, parts[b].s1)
+        total.c1 += parts[b].c1
+        total.u += parts[b].u
+
+
+cdef bint try_sorted(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n, val_t *d,
+                     int nthreads, int64_t nb, part_t *parts) noexcept nogil:
+    # d, parts: out.  The sorted-map path; True when it applied (map non-decreasing, in range).
+    cdef int64_t *j_ranges = <int64_t *>malloc(2 * nthreads * sizeof(int64_t))
+    cdef int *status = <int *>malloc(nthreads * sizeof(int))
+    cdef int abort = 0
+    cdef int t
+    cdef bint ok = True
+    if j_ranges == NULL or status == NULL:
+        free(j_ranges)
+        free(status)
+        return False
+    if nthreads == 1:
+        status[0] = sorted_walk(g, <uint64_t>n_full, rim, n, d, 0, nb, parts, j_ranges, &abort)
+    else:
+        for t in prange(nthreads, schedule='static', num_threads=nthreads):
+            status[t] = sorted_walk(g, <uint64_t>n_full, rim, n, d, t * nb // nthreads,
+                                    (t + 1) * nb // nthreads, parts, &j_ranges[2 * t], &abort)
+    for t in range(nthreads):
+        if status[t] != 0:
+            ok = False
+    if ok:
+        # The threads' ranges of j must tile [0, n): then the whole map is non-decreasing and
+        # every entry lies below n_full (an entry >= n_full stops the last walk short of n).
+        ok = j_ranges[0] == 0 and j_ranges[2 * nthreads - 1] == n
+        for t in range(nthreads - 1):
+            if j_ranges[2 * t + 1] != j_ranges[2 * t + 2]:
+                ok = False
+    free(j_ranges)
+    free(status)
+    return ok
+
+
+cdef int64_t marking(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n, val_t *d,
+                     int nthreads, int64_t nb, part_t *parts) noexcept nogil:
+    # d, parts: out.  The general path: gather and mark referenced positions, then sum the
+    # unmarked ones block by block.  Returns -1, the first out-of-range j, or ERR_NOMEM.
+    cdef uint8_t *mark = <uint8_t *>calloc(<size_t>n_full + 1, 1)
+    cdef int64_t *bad = <int64_t *>malloc(nthreads * sizeof(int64_t))
+    cdef int64_t first_bad = -1
+    cdef int64_t b, j0, j1
+    cdef int t
+    if mark == NULL or bad == NULL:
+        free(mark)
+        free(bad)
+        return ERR_NOMEM
+    if nthreads == 1:
+        bad[0] = gather_mark(g, <uint64_t>n_full, rim, d, mark, 0, n)
+    else:
+        for t in prange(nthreads, schedule='static', num_threads=nthreads):
+            bad[t] = gather_mark(g, <uint64_t>n_full, rim, d, mark,
+                                 t * n // nthreads, (t + 1) * n // nthreads)
+    for t in range(nthreads):
+        if bad[t] >= 0 and (first_bad < 0 or bad[t] < first_bad):
+            first_bad = bad[t]
+    if first_bad < 0:
+        if nthreads == 1:
+            for b in range(nb):
+                block_sum_masked(g, mark, b * BLOCK, min((b + 1) * BLOCK, n_full), &parts[b])
+        else:
+            for b in prange(nb, schedule='static', num_threads=nthreads):
+                block_sum_masked(g, mark, b * BLOCK, min((b + 1) * BLOCK, n_full), &parts[b])
+    free(mark)
+    free(bad)
+    return first_bad
+
+
+cdef int64_t run_grad(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n, val_t *d,
+                      int nthreads, part_t *total) noexcept nogil:
+    # d, total: out.  Returns -1 on success, the first out-of-range j, or ERR_NOMEM.
+    cdef int64_t nb = (n_full + BLOCK - 1) // BLOCK
+    cdef part_t *parts
+    cdef int64_t res = -1
+    combine(NULL, 0, total)
+    if n_full == 0:
+        return 0 if n > 0 else -1
+    parts = <part_t *>malloc(nb * sizeof(part_t))
+    if parts == NULL:
+        return ERR_NOMEM
+    if nthreads > nb:
+        nthreads = <int>nb
+    if not try_sorted(g, n_full, rim, n, d, nthreads, nb, parts):
+        res = marking(g, n_full, rim, n, d, nthreads, nb, parts)
+    if res == -1:
+        combine(parts, nb, total)
+    free(parts)
+    return res
+
+
+cdef int64_t run_index(const val_t *g, int64_t n_full, const void *rim, int ikind, int64_t n,
+                       val_t *d, int nthreads, part_t *total) noexcept nogil:
+    if ikind == I_I64:
+        return run_grad(g, n_full, <const int64_t *>rim, n, d, nthreads, total)
+    elif ikind == I_I32:
+        return run_grad(g, n_full, <const int32_t *>rim, n, d, nthreads, total)
+    elif ikind == I_U64:
+        return run_grad(g, n_full, <const uint64_t *>rim, n, d, nthreads, total)
+    elif ikind == I_U32:
+        return run_grad(g, n_full, <const uint32_t *>rim, n, d, nthreads, total)
+    elif ikind == I_I16:
+        return run_grad(g, n_full, <const int16_t *>rim, n, d, nthreads, total)
+    elif ikind == I_U16:
+        return run_grad(g, n_full, <const uint16_t *>rim, n, d, nthreads, total)
+    elif ikind == I_I8:
+        return run_grad(g, n_full, <const int8_t *>rim, n, d, nthreads, total)
+    else:
+        return run_grad(g, n_full, <const uint8_t *>rim, n, d, nthreads, total)
+
+
+cdef int64_t run_value(const void *g, int vkind, int64_t n_full, const void *rim, int ikind,
+                       int64_t n, void *d, int nthreads, part_t *total) noexcept nogil:
+    if vkind == V_F32:
+        return run_index(<const float *>g, n_full, rim, ikind, n, <float *>d, nthreads, total)
+    elif vkind == V_F64:
+        return run_index(<const double *>g, n_full, rim, ikind, n, <double *>d, nthreads, total)
+    elif vkind == V_F16:
+        return run_index(<const sfer_f16 *>g, n_full, rim, ikind, n, <sfer_f16 *>d, nthreads,
+                         total)
+    elif vkind == V_BF16:
+        return run_index(<const sfer_bf16 *>g, n_full, rim, ikind, n, <sfer_bf16 *>d, nthreads,
+                         total)
+    elif vkind == V_C64:
+        return run_index(<const sfer_c64 *>g, n_full, rim, ikind, n, <sfer_c64 *>d, nthreads,
+                         total)
+    elif vkind == V_C128:
+        return run_index(<const sfer_c128 *>g, n_full, rim, ikind, n, <sfer_c128 *>d, nthreads,
+                         total)
+    elif vkind == V_U8:
+        return run_index(<const uint8_t *>g, n_full, rim, ikind, n, <uint8_t *>d, nthreads, total)
+    elif vkind == V_U16:
+        return run_index(<const uint16_t *>g, n_full, rim, ikind, n, <uint16_t *>d, nthreads,
+                         total)
+    elif vkind == V_U32:
+        return run_index(<const uint32_t *>g, n_full, rim, ikind, n, <uint32_t *>d, nthreads,
+                         total)
+    else:
+        return run_index(<const uint64_t *>g, n_full, rim, ikind, n, <uint64_t *>d, nthreads,
+                         total)
+
+
+# ---------------------------------------------------------------------------------------------
+# Python entry points
+
+cdef inline double finish(double s, double c) noexcept nogil:
+    # A compensated pair's value; a non-finite sum stands as it is (its compensation is NaN).
+    return s + c if isfinite(s) else s
+
+
+def grad(cnp.ndarray rim, cnp.ndarray g, cnp.ndarray d, int vkind, int ikind, int num_threads):
+    """Run the kernel on validated inputs; returns ``(bad_j, sum)``.
+
+    ``rim`` and ``g``: 1-D, C-contiguous, aligned, native byte order, of kinds ``ikind`` and
+    ``vkind``; ``d``: a fresh C-contiguous output of ``len(rim)`` items of ``g``'s dtype.
+    ``num_threads`` <= 0 means OpenMP's default.  ``bad_j`` is -1 on success, else the first
+    out-of-range position.  ``sum`` is a float (real kinds), a complex, the uint64 integer sum,
+    or the bfloat16 bit pattern (int) for V_BF16.
+    """
+    cdef const void *gp = cnp.PyArray_DATA(g)
+    cdef const void *rp = cnp.PyArray_DATA(rim)
+    cdef void *dp = cnp.PyArray_DATA(d)
+    cdef int64_t n = cnp.PyArray_DIM(rim, 0)
+    cdef int64_t n_full = cnp.PyArray_DIM(g, 0)
+    cdef int64_t bad
+    cdef part_t total
+    cdef int nthreads = num_threads
+    if nthreads <= 0:
+        nthreads = omp_get_max_threads()
+    if n + n_full < SERIAL_BELOW or nthreads < 1:
+        nthreads = 1
+    with nogil:
+        bad = run_value(gp, vkind, n_full, rp, ikind, n, dp, nthreads, &total)
+    if bad == ERR_NOMEM:
+        raise MemoryError("sfer: could not allocate the kernel's work space")
+    if vkind <= V_U64:
+        return bad, total.u
+    if vkind == V_C64 or vkind == V_C128:
+        return bad, complex(finish(total.s0, total.c0), finish(total.s1, total.c1))
+    if vkind == V_BF16:
+        return bad, sfer_double_to_bf16_bits(finish(total.s0, total.c0))
+    return bad, finish(total.s0, total.c0)
+
+
+def openmp_enabled():
+    """True when this build of sfer runs its kernels with OpenMP threads."""
+    return bool(SFER_HAVE_OPENMP)
+
+
+def max_threads():
+    """The thread count a call with ``num_threads=None`` would use on a large input."""
+    return omp_get_max_threads()
