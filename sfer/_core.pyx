@@ -20,7 +20,7 @@ Every kernel is ``noexcept nogil``; inputs are ``const``; outputs are marked ``#
 
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport fabs, isfinite
+from libc.math cimport NAN, fabs, isfinite
 from libc.stdint cimport (int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
                           uint64_t)
 from libc.stdlib cimport calloc, free, malloc
@@ -31,7 +31,9 @@ cnp.import_array()
 
 cdef extern from *:
     """
+    #include <math.h>
     #include <stdint.h>
+    #include <string.h>
     typedef struct { uint16_t bits; } sfer_f16;
     typedef struct { uint16_t bits; } sfer_bf16;
     typedef struct { float re, im; } sfer_c64;
@@ -397,6 +399,21 @@ cdef void combine(const part_t *parts, int64_t nb, part_t *total) noexcept nogil
         total.u += parts[b].u
 
 
+cdef bint looks_sorted(const idx_t *rim, int64_t n) noexcept nogil:
+    # A cheap screen before the sorted walk, which would otherwise sum a shuffled map's first
+    # (long) gap before meeting the first decrease: the first 256 entries and 256 entries
+    # spread over the map must be non-decreasing.  Proves nothing; the walk checks every entry.
+    cdef int64_t i, m = min(n, 256)
+    for i in range(1, m):
+        if key(rim[i]) < key(rim[i - 1]):
+            return False
+    if n > 512:
+        for i in range(1, 256):
+            if key(rim[i * (n // 256)]) < key(rim[(i - 1) * (n // 256)]):
+                return False
+    return True
+
+
 cdef bint try_sorted(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n, val_t *d,
                      int nthreads, int64_t nb, part_t *parts) noexcept nogil:
     # d, parts: out.  The sorted-map path; True when it applied (map non-decreasing, in range).
@@ -404,8 +421,8 @@ cdef bint try_sorted(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n
     cdef int *status = <int *>malloc(nthreads * sizeof(int))
     cdef int abort = 0
     cdef int t
-    cdef bint ok = True
-    if j_ranges == NULL or status == NULL:
+    cdef bint ok = looks_sorted(rim, n)
+    if not ok or j_ranges == NULL or status == NULL:
         free(j_ranges)
         free(status)
         return False
@@ -540,19 +557,103 @@ cdef int64_t run_value(const void *g, int vkind, int64_t n_full, const void *rim
 # ---------------------------------------------------------------------------------------------
 # Python entry points
 
+cdef extern from *:
+    """
+    /* float64 -> float16 bits, rounded once (to nearest-even), where the compiler has _Float16;
+       else round to odd into float32 (truncate + sticky bit), then to nearest-even into half. */
+    static inline uint16_t sfer_double_to_f16_bits(double d) {
+    #if defined(__FLT16_MAX__)
+        _Float16 h = (_Float16)d;
+        uint16_t b;
+        memcpy(&b, &h, 2);
+        return b;
+    #else
+        union { uint32_t u; float f; } v;
+        uint32_t a, sign, m, e, shift, half, rem;
+        v.f = (float)d;
+        if (d == d && isfinite(d) && (double)v.f != d) {
+            if (fabs((double)v.f) > fabs(d)) v.u -= 1u;
+            v.u |= 1u;
+        }
+        sign = (v.u >> 16) & 0x8000u;
+        a = v.u & 0x7fffffffu;
+        if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+        if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);    /* >= 65520: inf */
+        if (a >= 0x38800000u) {                                      /* normal half */
+            a += 0x0fffu + ((a >> 13) & 1u);
+            return (uint16_t)(sign | ((a - 0x38000000u) >> 13));
+        }
+        if (a < 0x33000000u) return (uint16_t)sign;                 /* < 2**-25: zero */
+        e = a >> 23;
+        m = (a & 0x7fffffu) | 0x800000u;
+        shift = 126u - e;                                            /* 14..24 */
+        half = 1u << (shift - 1);
+        rem = m & ((1u << shift) - 1u);
+        m >>= shift;
+        if (rem > half || (rem == half && (m & 1u))) m += 1u;
+        return (uint16_t)(sign | m);
+    #endif
+    }
+    """
+    uint16_t sfer_double_to_f16_bits(double d) noexcept nogil
+
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_Scalar(void *data, cnp.dtype descr, object base)
+
+cdef union scalar_t:        # the result, in the bits of its output dtype
+    uint8_t u8
+    uint16_t u16
+    uint32_t u32
+    uint64_t u64
+    float f32[2]
+    double f64[2]
+
+
 cdef inline double finish(double s, double c) noexcept nogil:
-    # A compensated pair's value; a non-finite sum stands as it is (its compensation is NaN).
+    # A compensated pair's value.  A non-finite sum stands as it is (its compensation may be
+    # NaN); a NaN is the canonical quiet NaN, so its bits never depend on the order of the adds.
+    if s != s:
+        return NAN
     return s + c if isfinite(s) else s
 
 
+cdef object to_scalar(const part_t *total, int vkind, cnp.dtype dtype):
+    # The sum as a NumPy scalar of dtype, rounded once from float64 (wrapped for integers).
+    cdef scalar_t v
+    v.f64[0] = 0.0
+    v.f64[1] = 0.0
+    if vkind == V_U8:
+        v.u8 = <uint8_t>total.u
+    elif vkind == V_U16:
+        v.u16 = <uint16_t>total.u
+    elif vkind == V_U32:
+        v.u32 = <uint32_t>total.u
+    elif vkind == V_U64:
+        v.u64 = total.u
+    elif vkind == V_F16:
+        v.u16 = sfer_double_to_f16_bits(finish(total.s0, total.c0))
+    elif vkind == V_BF16:
+        v.u16 = sfer_double_to_bf16_bits(finish(total.s0, total.c0))
+    elif vkind == V_F32:
+        v.f32[0] = <float>finish(total.s0, total.c0)
+    elif vkind == V_F64:
+        v.f64[0] = finish(total.s0, total.c0)
+    elif vkind == V_C64:
+        v.f32[0] = <float>finish(total.s0, total.c0)
+        v.f32[1] = <float>finish(total.s1, total.c1)
+    else:
+        v.f64[0] = finish(total.s0, total.c0)
+        v.f64[1] = finish(total.s1, total.c1)
+    return PyArray_Scalar(&v, dtype, None)
+
+
 def grad(cnp.ndarray rim, cnp.ndarray g, cnp.ndarray d, int vkind, int ikind, int num_threads):
-    """Run the kernel on validated inputs; returns ``(bad_j, sum)``.
+    """Run the kernel on validated inputs; returns ``(bad_j, d_default_value)``.
 
     ``rim`` and ``g``: 1-D, C-contiguous, aligned, native byte order, of kinds ``ikind`` and
     ``vkind``; ``d``: a fresh C-contiguous output of ``len(rim)`` items of ``g``'s dtype.
     ``num_threads`` <= 0 means OpenMP's default.  ``bad_j`` is -1 on success, else the first
-    out-of-range position.  ``sum`` is a float (real kinds), a complex, the uint64 integer sum,
-    or the bfloat16 bit pattern (int) for V_BF16.
+    out-of-range position (and ``d_default_value`` is None).
     """
     cdef const void *gp = cnp.PyArray_DATA(g)
     cdef const void *rp = cnp.PyArray_DATA(rim)
@@ -570,13 +671,9 @@ def grad(cnp.ndarray rim, cnp.ndarray g, cnp.ndarray d, int vkind, int ikind, in
         bad = run_value(gp, vkind, n_full, rp, ikind, n, dp, nthreads, &total)
     if bad == ERR_NOMEM:
         raise MemoryError("sfer: could not allocate the kernel's work space")
-    if vkind <= V_U64:
-        return bad, total.u
-    if vkind == V_C64 or vkind == V_C128:
-        return bad, complex(finish(total.s0, total.c0), finish(total.s1, total.c1))
-    if vkind == V_BF16:
-        return bad, sfer_double_to_bf16_bits(finish(total.s0, total.c0))
-    return bad, finish(total.s0, total.c0)
+    if bad >= 0:
+        return bad, None
+    return bad, to_scalar(&total, vkind, g.dtype)
 
 
 def openmp_enabled():

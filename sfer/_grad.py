@@ -37,12 +37,14 @@ _VALUE_KINDS = {
     np.dtype(np.complex64): _core.V_C64,
     np.dtype(np.complex128): _core.V_C128,
 }
+_BFLOAT16: np.dtype | None
 try:  # bfloat16 is optional: it exists when ml_dtypes is installed
-    import ml_dtypes as _ml_dtypes
+    import ml_dtypes
 except ImportError:  # pragma: no cover - depends on the environment
-    _ml_dtypes = None
+    _BFLOAT16 = None
 else:
-    _VALUE_KINDS[np.dtype(_ml_dtypes.bfloat16)] = _core.V_BF16
+    _BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+    _VALUE_KINDS[_BFLOAT16] = _core.V_BF16
 
 _INDEX_KINDS = {
     np.dtype(np.int8): _core.I_I8,
@@ -57,7 +59,7 @@ _INDEX_KINDS = {
 
 _SUPPORTED_VALUES = (
     "float16, float32, float64, complex64, complex128, int8, int16, int32, int64, "
-    "uint8, uint16, uint32, uint64" + (", bfloat16" if _ml_dtypes is not None else
+    "uint8, uint16, uint32, uint64" + (", bfloat16" if _BFLOAT16 is not None else
                                        " (bfloat16 with ml_dtypes installed)")
 )
 
@@ -180,13 +182,4 @@ def sparse_fill_empty_rows_grad(
         raise IndexError(
             f"reverse_index_map[{bad}] = {rim_k[bad]} is out of range [0, {g_k.shape[0]})"
         )
-    return GradResult(d_values, _scalar(total, g_k.dtype, vkind))
-
-
-def _scalar(total: Any, dtype: np.dtype, vkind: int) -> Any:
-    """The kernel's sum as a NumPy scalar of ``dtype``, rounded once (wrapped for integers)."""
-    if vkind <= _core.V_U64:
-        return np.array(total, dtype=np.uint64).astype(dtype)[()]
-    if vkind == _core.V_BF16:
-        return np.array(total, dtype=np.uint16).view(dtype)[()]
-    return dtype.type(total)
+    return GradResult(d_values, total)

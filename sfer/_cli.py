@@ -1,0 +1,524 @@
+"""The ``sfer`` command-line tool (also ``python -m sfer``).
+
+Commands::
+
+    sfer [demo] [--size N_FULL] [--dtype DTYPE] [--threads N] [--repeat R] [--seed S]
+    sfer grad RIM.npy GRAD.npy -o OUT.npz [--threads N] [-q]
+    sfer --version | --help
+
+With no command, ``sfer`` runs ``demo``.  Only NumPy and the standard library are
+used.  This module imports NumPy, sfer's API and optional packages (ml_dtypes) only
+inside the commands, so ``--help`` and ``--version`` do no work beyond importing the
+package itself.
+
+Exit status: 0 on success, 2 for usage errors and bad input (like argparse),
+1 for other failures (output not writable, out of memory, demo mismatch),
+130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import math
+import os
+import sys
+import tempfile
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+PROG = "sfer"
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+#: --dtype choices of the demo (the grad_values dtypes of the spec).
+DEMO_DTYPES = (
+    "float16", "bfloat16", "float32", "float64", "complex64", "complex128",
+    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+)
+
+_DEFAULT_SIZE = 1_000_000
+_DEFAULT_REPEAT = 7
+_SAMPLE_SECONDS = 0.05  # target duration of one timing sample
+
+
+class CLIError(Exception):
+    """An error reported as ``sfer: error: <message>`` with exit status ``status``."""
+
+    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _version() -> str:
+    try:
+        from sfer._version import __version__
+
+        return str(__version__)
+    except Exception:  # pragma: no cover - only when _version.py is missing
+        try:
+            from importlib.metadata import version
+
+            return version("sfer")
+        except Exception:
+            return "unknown"
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _reason(exc: BaseException) -> str:
+    """Short reason of an OSError ("No such file or directory"), else str(exc)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _size(text: str) -> int:
+    """A non-negative integer; also accepts 1_000_000 and 1e6."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        try:
+            number = float(text)
+        except ValueError:
+            number = math.nan
+        if not (math.isfinite(number) and number.is_integer()):
+            raise argparse.ArgumentTypeError(
+                f"expected a non-negative integer, got {text!r}") from None
+        value = int(number)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _fmt_seconds(seconds: float) -> str:
+    if seconds >= 1.0:
+        return f"{seconds:.3f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3f} ms"
+    if seconds >= 1e-6:
+        return f"{seconds * 1e6:.3f} us"
+    return f"{seconds * 1e9:.1f} ns"
+
+
+def _fmt_list(values: Any) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in values.tolist()) + "]"
+
+
+def _cpu_count() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux only
+    if affinity is not None:
+        with contextlib.suppress(OSError):
+            return len(affinity(0))
+    return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "sfer: tf.raw_ops.SparseFillEmptyRowsGrad for NumPy, without TensorFlow. "
+            "d_values[j] = grad_values[reverse_index_map[j]]; d_default_value = sum of "
+            "grad_values[k] over the positions k that reverse_index_map does not reference. "
+            "With no COMMAND, runs 'demo'."
+        ),
+        epilog="Run 'sfer COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a small worked example, then time sfer against a NumPy composite (default)",
+        description=(
+            "Run the op on a small built-in example, then on generated data "
+            "(N_FULL gradients, 10% of positions unreferenced, a strictly increasing "
+            "int64 map as produced by SparseFillEmptyRows) and compare the time per call "
+            "(median) and the result with the NumPy composite "
+            "g[rim]; mask = np.ones(N_full, bool); mask[rim] = False; g[mask].sum()."
+        ),
+    )
+    demo.add_argument("--size", type=_size, default=_DEFAULT_SIZE, metavar="N_FULL",
+                      help=f"length of grad_values (default: {_DEFAULT_SIZE:_})")
+    demo.add_argument("--dtype", default="float32", choices=DEMO_DTYPES, metavar="DTYPE",
+                      help="dtype of grad_values: " + ", ".join(DEMO_DTYPES)
+                      + " (default: float32; bfloat16 needs ml_dtypes)")
+    demo.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                      help="num_threads for sfer (default: the OpenMP default, "
+                           "which honours OMP_NUM_THREADS)")
+    demo.add_argument("--repeat", type=_positive_int, default=_DEFAULT_REPEAT, metavar="R",
+                      help=f"timing samples per method; the median is reported "
+                           f"(default: {_DEFAULT_REPEAT})")
+    demo.add_argument("--seed", type=int, default=0, metavar="S",
+                      help="seed of the generated data (default: 0)")
+
+    grad = sub.add_parser(
+        "grad",
+        help="compute the gradient of two .npy files into an .npz file",
+        description=(
+            "Load reverse_index_map from RIM.npy and grad_values from GRAD.npy "
+            "(memory-mapped, read-only; pickled object arrays are refused), compute "
+            "sfer.sparse_fill_empty_rows_grad and write OUT.npz holding the arrays "
+            "'d_values' (shape (N,)) and 'd_default_value' (0-d), both of grad_values' dtype. "
+            "OUT.npz is written to exactly the path given."
+        ),
+    )
+    grad.add_argument("reverse_index_map", metavar="RIM.npy",
+                      help="1-D integer array: the reverse index map from SparseFillEmptyRows")
+    grad.add_argument("grad_values", metavar="GRAD.npy",
+                      help="1-D array: the gradients from backprop (length N_full)")
+    grad.add_argument("-o", "--output", required=True, metavar="OUT.npz",
+                      help="output file (written atomically)")
+    grad.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                      help="num_threads (default: the OpenMP default, which honours "
+                           "OMP_NUM_THREADS)")
+    grad.add_argument("-q", "--quiet", action="store_true",
+                      help="print nothing on success")
+    return parser
+
+
+def _is_top_level_option(arg: str) -> bool:
+    if arg in ("-h", "-V"):
+        return True
+    if arg.startswith("--") and len(arg) > 2:
+        name = arg.split("=", 1)[0]
+        return "--help".startswith(name) or "--version".startswith(name)
+    return False
+
+
+# --------------------------------------------------------------------------- grad
+
+
+def _load_npy(path: str, what: str) -> Any:
+    """Memory-map a .npy file read-only; CLIError (status 2) for anything unusable."""
+    import numpy as np
+
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except OSError as exc:
+        raise CLIError(f"cannot read {what} file {path!r}: {_reason(exc)}") from None
+    except (ValueError, EOFError, SyntaxError) as exc:  # not .npy, pickled, truncated, corrupt
+        raise CLIError(f"{what} file {path!r} is not a usable .npy file ({_reason(exc)})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive loads as a mapping
+        with contextlib.suppress(Exception):
+            array.close()
+        raise CLIError(f"{what} file {path!r} is an .npz archive, not a .npy file")
+    return array
+
+
+def _write_npz(path: str, arrays: Dict[str, Any]) -> None:
+    """Write an uncompressed .npz to exactly ``path`` (no ``.npz`` appended), atomically."""
+    import numpy as np
+
+    fd, tmp = tempfile.mkstemp(prefix=".sfer-", suffix=".npz.tmp",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _cmd_grad(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import sfer
+
+    rim = _load_npy(args.reverse_index_map, "reverse_index_map")
+    grad = _load_npy(args.grad_values, "grad_values")
+    try:
+        result = sfer.sparse_fill_empty_rows_grad(rim, grad, num_threads=args.threads)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise CLIError(str(exc)) from None
+    d_values, d_default_value = result
+    try:
+        _write_npz(args.output, {
+            "d_values": np.asarray(d_values),
+            "d_default_value": np.asarray(d_default_value),
+        })
+    except OSError as exc:
+        raise CLIError(f"cannot write {args.output!r}: {_reason(exc)}", EXIT_FAILURE) from None
+    if not args.quiet:
+        print(f"wrote {args.output}: d_values {d_values.dtype} shape {d_values.shape}, "
+              f"d_default_value = {str(d_default_value)}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _resolve_dtype(name: str) -> Tuple[Any, Any]:
+    """Return (dtype, finfo-or-iinfo-or-None)."""
+    import numpy as np
+
+    if name == "bfloat16":
+        try:
+            ml_dtypes: Any = importlib.import_module("ml_dtypes")
+        except ImportError:
+            raise CLIError("--dtype bfloat16 needs the ml_dtypes package "
+                           "(pip install ml_dtypes)") from None
+        return np.dtype(ml_dtypes.bfloat16), ml_dtypes.finfo(ml_dtypes.bfloat16)
+    dtype = np.dtype(name)
+    if dtype.kind in "iu":
+        return dtype, np.iinfo(dtype)
+    return dtype, np.finfo(dtype)
+
+
+def _generate(np: Any, n_full: int, dtype: Any, info: Any, seed: int) -> Tuple[Any, Any]:
+    """grad_values of length n_full and a strictly increasing int64 map missing 10%."""
+    rng = np.random.default_rng(seed)
+    referenced = np.ones(n_full, dtype=bool)
+    referenced[rng.choice(n_full, size=n_full // 10, replace=False)] = False
+    rim = np.flatnonzero(referenced).astype(np.int64, copy=False)
+    if dtype.kind in "iu":
+        grad = rng.integers(int(info.min), int(info.max), size=n_full, dtype=dtype,
+                            endpoint=True)
+    elif dtype.kind == "c":
+        parts = rng.standard_normal((2, n_full))
+        grad = (parts[0] + 1j * parts[1]).astype(dtype)
+    else:  # float16/32/64 and bfloat16
+        grad = rng.standard_normal(n_full, dtype=np.float32).astype(dtype)
+    return rim, grad
+
+
+def _time_per_call(fn: Callable[[], Any], repeat: int) -> float:
+    """Median seconds per call over ``repeat`` samples (timeit-style, GC off)."""
+    import gc
+    import statistics
+    from time import perf_counter
+
+    fn()  # warm-up
+    t0 = perf_counter()
+    fn()
+    single = max(perf_counter() - t0, 1e-7)
+    number = max(1, min(1_000_000, int(_SAMPLE_SECONDS / single)))
+    samples: List[float] = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            t0 = perf_counter()
+            for _ in range(number):
+                fn()
+            samples.append((perf_counter() - t0) / number)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return float(statistics.median(samples))
+
+
+def _same_bits(np: Any, a: Any, b: Any) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    a = np.ascontiguousarray(a)
+    b = np.ascontiguousarray(b)
+    return bool(np.array_equal(a.view(np.uint8), b.view(np.uint8)))
+
+
+def _exact_sum(np: Any, values: Any) -> complex:
+    """Correctly rounded float64 sum (math.fsum) of float/complex values."""
+    if values.dtype.kind == "c":
+        return complex(math.fsum(values.real.astype(np.float64).tolist()),
+                       math.fsum(values.imag.astype(np.float64).tolist()))
+    return math.fsum(values.astype(np.float64).tolist())
+
+
+def _small_example(np: Any, sfer: Any, say: Callable[..., None]) -> bool:
+    rim = np.array([0, 1, 3, 4], dtype=np.int64)
+    grad = np.array([0.5, 1.0, 2.0, 4.0, 8.0, 16.0], dtype=np.float32)
+    d_values, d_default_value = sfer.sparse_fill_empty_rows_grad(rim, grad)
+    ok = (_same_bits(np, d_values, np.array([0.5, 1.0, 4.0, 8.0], dtype=np.float32))
+          and d_default_value == 18.0)
+    say("1) Small example. A 5-row sparse tensor had empty rows 1 and 4; SparseFillEmptyRows")
+    say("   appended default entries at output positions 2 and 5, so N_full = 6 and N = 4.")
+    say("   d_values[j] = grad_values[reverse_index_map[j]]; d_default_value = the sum of the")
+    say("   grad_values[k] whose k does not occur in reverse_index_map (the filled-in entries).")
+    say(f"   reverse_index_map = {_fmt_list(rim)}   (int64)")
+    say(f"   grad_values       = {_fmt_list(grad)}   ({grad.dtype})")
+    say(f"   d_values          = {_fmt_list(d_values)}")
+    say(f"   d_default_value   = {str(d_default_value)}   "
+        "(= grad_values[2] + grad_values[5] = 2 + 16)")
+    if not ok:
+        say("   MISMATCH: expected d_values = [0.5, 1, 4, 8] and d_default_value = 18")
+    return ok
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import sfer
+
+    out = sys.stdout
+
+    def say(*parts: Any) -> None:
+        print(*parts, file=out)
+
+    dtype, info = _resolve_dtype(args.dtype)
+    openmp = bool(sfer.openmp_enabled())
+    say(f"sfer {_version()}: tf.raw_ops.SparseFillEmptyRowsGrad for NumPy "
+        f"(NumPy {np.__version__}, Python {sys.version.split()[0]})")
+    say()
+    ok = _small_example(np, sfer, say)
+    say()
+    out.flush()
+
+    n_full = args.size
+    rim, grad = _generate(np, n_full, dtype, info, args.seed)
+    n = rim.shape[0]
+    threads = args.threads
+    is_int = dtype.kind in "iu"
+    sum_dtype = dtype if is_int else None  # integer sums wrap in the input dtype, as in sfer
+
+    def run_sfer() -> Any:
+        return sfer.sparse_fill_empty_rows_grad(rim, grad, num_threads=threads)
+
+    def run_numpy() -> Any:
+        d_values = grad[rim]
+        mask = np.ones(n_full, dtype=bool)
+        mask[rim] = False
+        return d_values, grad[mask].sum(dtype=sum_dtype)
+
+    say(f"2) Generated data: N_full = {n_full:,} {dtype.name} gradients, N = {n:,} map entries")
+    say(f"   (int64 map, strictly increasing as from SparseFillEmptyRows; "
+        f"{n_full - n:,} positions unreferenced)")
+    out.flush()
+
+    s_values, s_default = run_sfer()
+    n_values, n_default = run_numpy()
+    t_sfer = _time_per_call(run_sfer, args.repeat)
+    t_numpy = _time_per_call(run_numpy, args.repeat)
+    ratio = t_numpy / t_sfer if t_sfer > 0 else math.inf
+    per_call = f"per call (median of {args.repeat})"
+    rows: List[Tuple[str, str]] = [
+        ("sfer", f"{_fmt_seconds(t_sfer):>11} {per_call}"),
+        ("NumPy composite", f"{_fmt_seconds(t_numpy):>11} {per_call}"),
+        ("", "g[rim]; mask = np.ones(N_full, bool); mask[rim] = False; g[mask].sum()"),
+        ("ratio NumPy/sfer", f"{ratio:>10.2f}x"),
+    ]
+
+    values_ok = _same_bits(np, np.asarray(s_values), np.asarray(n_values))
+    same_dtype = np.asarray(s_default).dtype == dtype
+    if is_int:
+        default_ok = same_dtype and int(s_default) == int(n_default)
+        default_note = "equal (integer sums wrap modulo 2^bits)"
+        rows.append(("d_default_value", f"sfer {str(s_default)}, NumPy {str(n_default)}"))
+    else:
+        unreferenced = np.ones(n_full, dtype=bool)
+        unreferenced[rim] = False
+        masked = grad[unreferenced]
+        exact = _exact_sum(np, masked)
+        wide = np.complex128 if dtype.kind == "c" else np.float64
+        sum_abs = math.fsum(np.abs(masked.astype(wide)).tolist())
+        if dtype.kind in "fc":  # NumPy sums its built-in float types pairwise
+            depth = math.ceil(math.log2(max(masked.shape[0], 2))) + 2
+        else:  # bfloat16 (ml_dtypes) may be summed sequentially by NumPy
+            depth = masked.shape[0] + 2
+        bound = float(info.eps) * depth * sum_abs
+        s_c, n_c = complex(s_default), complex(n_default)
+        default_ok = same_dtype and (s_c == n_c or abs(s_c - n_c) <= bound)
+        default_note = "within NumPy's rounding-error bound"
+        rows.append(("d_default_value", f"sfer {str(s_default)}, NumPy {str(n_default)}, "
+                                        f"exact {exact:.10g} (math.fsum)"))
+        rows.append(("|error| vs exact", f"sfer {abs(s_c - exact):.3g}, "
+                                         f"NumPy {abs(n_c - exact):.3g}"))
+    agree = values_ok and default_ok
+    if agree:
+        rows.append(("agree", f"yes (d_values bit-identical; d_default_value {default_note})"))
+    else:
+        rows.append(("agree", f"NO (d_values {'bit-identical' if values_ok else 'DIFFER'}; "
+                              f"d_default_value {'agrees' if default_ok else 'DIFFERS'})"))
+
+    if not openmp:
+        threads_text = "1 (built without OpenMP; --threads has no effect)"
+    elif threads is not None:
+        threads_text = f"{threads} (--threads)"
+    elif os.environ.get("OMP_NUM_THREADS"):
+        threads_text = f"OpenMP default (OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})"
+    else:
+        threads_text = f"OpenMP default (OMP_NUM_THREADS unset; {_cpu_count()} CPUs available)"
+    rows.append(("sfer.openmp_enabled()", str(openmp)))
+    rows.append(("threads", threads_text))
+    for label, text in rows:
+        say(f"   {label:<22} {text}")
+    out.flush()
+
+    if not (ok and agree):
+        _error("sfer and the expected/NumPy results disagree (please report this)")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``sfer`` command line; return the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0].startswith("-") and args_list[0] != "-"
+                         and not _is_top_level_option(args_list[0])):
+        args_list.insert(0, "demo")  # bare `sfer` / `sfer --size 1000` mean `sfer demo ...`
+
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:  # --help, --version, usage errors (already printed)
+        code = exc.code
+        if code is None:
+            return EXIT_OK
+        return code if isinstance(code, int) else EXIT_USAGE
+
+    try:
+        if args.command == "grad":
+            return _cmd_grad(args)
+        return _cmd_demo(args)
+    except CLIError as exc:
+        _error(str(exc))
+        return exc.status
+    except MemoryError:
+        _error("out of memory")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # stdout was closed early (e.g. `sfer | head`); silence the flush at exit.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""Assertion helpers shared by the sfer tests (compare sfer against reference.py)."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+
+from reference import (
+    BFLOAT16,
+    exact_sum,
+    native,
+    reference_grad,
+    scalar_bits,
+    ulp,
+    unreferenced,
+)
+
+#: map dtype name -> largest N_full it can address in these tests
+MAP_CAPACITY = {
+    "int8": 128,
+    "uint8": 256,
+    "int16": 1 << 15,
+    "uint16": 1 << 16,
+}
+
+
+def bits_view(a: np.ndarray) -> np.ndarray:
+    """Unsigned-integer view of the raw bits (so NaN payloads / -0.0 count)."""
+    a = np.ascontiguousarray(a)
+    size = a.dtype.itemsize
+    if size in (1, 2, 4, 8):
+        return a.view(f"u{size}")
+    # complex128: view as pairs of uint64
+    return a.view("u8").reshape(a.shape + (size // 8,))
+
+
+def assert_bits_equal(actual: np.ndarray, expected: np.ndarray) -> None:
+    assert actual.dtype == expected.dtype, (actual.dtype, expected.dtype)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    np.testing.assert_array_equal(bits_view(actual), bits_view(expected))
+
+
+def _real_check(actual, values: np.ndarray, dtype: np.dtype, accum: str, exact: bool) -> None:
+    """Check one real float sum (a component for complex).
+
+    ``accum`` is "f64" (float64 accumulation, for float16/bfloat16/float32/
+    complex64) or "neumaier" (float64/complex128)."""
+    ref = exact_sum(values, dtype)
+    a = float(actual)
+    r = float(ref)
+    if math.isnan(r):
+        assert math.isnan(a), f"expected NaN, got {actual!r}"
+        return
+    if math.isinf(r):
+        assert a == r, f"expected {r}, got {actual!r}"
+        return
+    assert math.isfinite(a), f"expected finite {ref!r}, got {actual!r}"
+    if exact:
+        assert a == r, f"expected exactly {ref!r}, got {actual!r}"
+        return
+    # Within 1 ulp of the correctly rounded sum, plus the a-priori error bound
+    # of the accumulation the spec prescribes (negligible for sane data).
+    v = values.astype(np.float64)
+    n = v.size
+    abs_sum = math.fsum(np.abs(v).tolist()) if n else 0.0
+    if accum == "f64":
+        bound = 2.0 * (n + 2) * 2.0**-53 * abs_sum
+    else:
+        bound = 4.0 * (n + 4) ** 2 * 2.0**-106 * abs_sum
+    tol = Fraction(ulp(r, dtype)) + Fraction(bound)
+    err = abs(Fraction(a) - Fraction(r))
+    assert err <= tol, (
+        f"sum {actual!r} differs from correctly rounded {ref!r} by {float(err)!r} "
+        f"> tolerance {float(tol)!r} ({dtype}, n={n})"
+    )
+
+
+def check_sum(actual, values, dtype, *, exact: bool = False) -> None:
+    """Assert ``actual`` (sfer's d_default_value) is the spec's sum of ``values``."""
+    dtype = native(dtype)
+    values = np.asarray(values).astype(dtype)
+    assert type(actual) is dtype.type, (type(actual), dtype.type)
+    if values.size == 0:
+        # the empty sum is +0 (bitwise, also for complex: +0+0j)
+        assert scalar_bits(actual) == 0, f"empty sum must be +0, got {actual!r}"
+        return
+    if dtype.kind in "iu":
+        ref = exact_sum(values, dtype)
+        assert actual == ref, f"expected {ref!r}, got {actual!r}"
+        return
+    if dtype.kind == "c":
+        part = np.dtype(f"f{dtype.itemsize // 2}")
+        accum = "f64" if part == np.float32 else "neumaier"
+        _real_check(actual.real, values.real, part, accum, exact)
+        _real_check(actual.imag, values.imag, part, accum, exact)
+        return
+    accum = "neumaier" if dtype == np.float64 else "f64"
+    if dtype == np.float16 and values.size <= 8192:
+        # float64 accumulation of <= 8192 float16 values is exact, so the
+        # single rounding gives the correctly rounded sum: demand equality.
+        exact = True
+    _real_check(actual, values, dtype, accum, exact)
+
+
+def check_result(res, rim, g, *, exact: bool = False) -> None:
+    """Full check of sfer's result for inputs (rim, g) against the reference."""
+    import sfer
+
+    g_arr = np.asarray(g)
+    rim_arr = np.asarray(rim)
+    if rim_arr.size == 0 and rim_arr.dtype.kind not in "iu":
+        rim_arr = rim_arr.astype(np.int64)
+    out_dtype = native(g_arr.dtype)
+
+    assert isinstance(res, sfer.GradResult)
+    assert isinstance(res, tuple) and len(res) == 2
+    d_values, d_default = res
+    assert d_values is res.d_values and d_default is res.d_default_value
+
+    assert isinstance(d_values, np.ndarray)
+    assert d_values.dtype == out_dtype, (d_values.dtype, out_dtype)
+    assert d_values.dtype.isnative
+    assert d_values.shape == (rim_arr.shape[0],)
+    if isinstance(g, np.ndarray):
+        assert not np.shares_memory(d_values, g), "d_values must be a new array"
+
+    exp_values, _ = reference_grad(rim_arr, g_arr)
+    assert_bits_equal(d_values, exp_values)
+
+    g_native = g_arr.astype(out_dtype)
+    mask = unreferenced(rim_arr, g_native.shape[0])
+    check_sum(d_default, g_native[mask], out_dtype, exact=exact)
+
+
+def make_values(dtype, n: int, rng: np.random.Generator, kind: str = "exact") -> np.ndarray:
+    """Test data of ``dtype``.
+
+    kind="exact": floats are small multiples of 1/4 or 1/8, so every partial
+    sum is exact in float64 and the spec's result is the correctly rounded sum.
+    kind="random": floats are normal(0, 1) * 10**U(-3, 3); ints full range.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=n, endpoint=True, dtype=dtype)
+
+    def real(size):
+        if kind == "exact":
+            if BFLOAT16 is not None and dtype == BFLOAT16:
+                return rng.integers(-100, 101, size=size) / 4.0
+            return rng.integers(-1000, 1001, size=size) / 8.0
+        return rng.standard_normal(size) * 10.0 ** rng.uniform(-3, 3, size=size)
+
+    if dtype.kind == "c":
+        return (real(n) + 1j * real(n)).astype(dtype)
+    return real(n).astype(dtype)
+
+
+def map_cases(n_full: int, rng: np.random.Generator, dtype) -> dict:
+    """The map shapes every dtype is tested with (values fit ``dtype``)."""
+    dtype = np.dtype(dtype)
+    cases = {}
+    if n_full > 0:
+        sub = np.sort(rng.choice(n_full, size=n_full // 2, replace=False))
+        cases["sorted"] = sub
+        cases["shuffled"] = rng.permutation(sub)
+        dup = rng.integers(0, n_full, size=n_full)  # duplicates, random order
+        dup[:4] = dup[0]
+        cases["duplicates"] = dup
+        cases["sorted_duplicates"] = np.sort(dup)
+        cases["n_gt_nfull"] = rng.integers(0, n_full, size=3 * n_full)
+        cases["all_referenced"] = rng.permutation(n_full)
+        cases["all_referenced_dups"] = np.concatenate([np.arange(n_full), np.arange(n_full)[::-1]])
+        cases["single"] = np.array([n_full - 1])
+    cases["none_referenced"] = np.array([], dtype=np.int64)
+    return {k: v.astype(dtype) for k, v in cases.items()}
