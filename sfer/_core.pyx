@@ -9,7 +9,7 @@ Definitions used by every kernel below:
   of ``BLOCK`` positions; inside a block, position ``k`` is added to lane ``k % 8`` (complex:
   lane ``k % 4``, real and imaginary parts apart) in increasing ``k``; lanes are combined in a
   fixed order, then blocks in increasing order.  The result depends on nothing else: not on the
-  thread count, not on the order of the map, not on which code path (sorted walk or marking)
+  thread count, not on the order of the map, not on which code path (block walk or marking)
   produced it.  Skipped (referenced) positions add nothing, which is the same as adding ``+0``.
 * Accumulators: float64 for float16/bfloat16/float32/complex64; compensated (Neumaier) float64
   for float64/complex128; uint64 (wrapping) for integers, whose low bits are the exact sum
@@ -24,10 +24,15 @@ from libc.math cimport NAN, fabs, isfinite
 from libc.stdint cimport (int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
                           uint64_t)
 from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset
 
 from sfer._openmp cimport SFER_HAVE_OPENMP, omp_get_max_threads
 
+from sfer._result import GradResult
+
 cnp.import_array()
+
+cdef object _tuple_new = tuple.__new__
 
 cdef extern from *:
     """
@@ -71,6 +76,82 @@ cdef extern from *:
     static inline void sfer_mark_set(uint8_t *m, uint64_t i) {
         __atomic_store_n(m + i, (uint8_t)1, __ATOMIC_RELAXED);
     }
+    /* All ones when skip == 0, else zero; and v, or +0 when skip is set. */
+    static inline uint64_t sfer_keep_mask(uint8_t skip) { return (uint64_t)0 - (uint64_t)(skip == 0); }
+    static inline double sfer_keep(double v, uint8_t skip) {
+        uint64_t b;
+        memcpy(&b, &v, 8);
+        b &= sfer_keep_mask(skip);
+        memcpy(&v, &b, 8);
+        return v;
+    }
+    /* Masked lane sums with SSE2 (every x86-64 has it).  Lane l of s (and c) takes the
+       elements k = l (mod 8), in increasing k, exactly as the generic Cython loop does, so the
+       results are bit-identical.  Return how many elements they did (a multiple of 8; 0
+       without SSE2, leaving all the work to the generic loop). */
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    static inline __m128i sfer_keep_bytes(const uint8_t *mark) {  /* 0xff where mark == 0 */
+        return _mm_cmpeq_epi8(_mm_loadl_epi64((const __m128i *)mark), _mm_setzero_si128());
+    }
+    static inline int64_t sfer_masked_sum_f32(const float *g, const uint8_t *mark, int64_t len,
+                                              double *s) {
+        __m128d a0 = _mm_loadu_pd(s), a1 = _mm_loadu_pd(s + 2);
+        __m128d a2 = _mm_loadu_pd(s + 4), a3 = _mm_loadu_pd(s + 6);
+        int64_t k;
+        for (k = 0; k + 8 <= len; k += 8) {
+            __m128i keep16 = _mm_unpacklo_epi8(sfer_keep_bytes(mark + k), sfer_keep_bytes(mark + k));
+            __m128 x0 = _mm_and_ps(_mm_loadu_ps(g + k),
+                                   _mm_castsi128_ps(_mm_unpacklo_epi16(keep16, keep16)));
+            __m128 x1 = _mm_and_ps(_mm_loadu_ps(g + k + 4),
+                                   _mm_castsi128_ps(_mm_unpackhi_epi16(keep16, keep16)));
+            a0 = _mm_add_pd(a0, _mm_cvtps_pd(x0));
+            a1 = _mm_add_pd(a1, _mm_cvtps_pd(_mm_movehl_ps(x0, x0)));
+            a2 = _mm_add_pd(a2, _mm_cvtps_pd(x1));
+            a3 = _mm_add_pd(a3, _mm_cvtps_pd(_mm_movehl_ps(x1, x1)));
+        }
+        _mm_storeu_pd(s, a0); _mm_storeu_pd(s + 2, a1);
+        _mm_storeu_pd(s + 4, a2); _mm_storeu_pd(s + 6, a3);
+        return k;
+    }
+    static inline void sfer_neumaier2(__m128d *s, __m128d *c, __m128d x) {
+        const __m128d abs_mask = _mm_castsi128_pd(_mm_set1_epi64x(0x7fffffffffffffffLL));
+        __m128d t = _mm_add_pd(*s, x);
+        __m128d ge = _mm_cmpge_pd(_mm_and_pd(*s, abs_mask), _mm_and_pd(x, abs_mask));
+        __m128d a = _mm_add_pd(_mm_sub_pd(*s, t), x);
+        __m128d b = _mm_add_pd(_mm_sub_pd(x, t), *s);
+        *c = _mm_add_pd(*c, _mm_or_pd(_mm_and_pd(ge, a), _mm_andnot_pd(ge, b)));
+        *s = t;
+    }
+    static inline int64_t sfer_masked_sum_f64(const double *g, const uint8_t *mark, int64_t len,
+                                              double *s, double *c) {
+        __m128d s0 = _mm_loadu_pd(s), s1 = _mm_loadu_pd(s + 2);
+        __m128d s2 = _mm_loadu_pd(s + 4), s3 = _mm_loadu_pd(s + 6);
+        __m128d c0 = _mm_loadu_pd(c), c1 = _mm_loadu_pd(c + 2);
+        __m128d c2 = _mm_loadu_pd(c + 4), c3 = _mm_loadu_pd(c + 6);
+        int64_t k;
+        for (k = 0; k + 8 <= len; k += 8) {
+            __m128i keep16 = _mm_unpacklo_epi8(sfer_keep_bytes(mark + k), sfer_keep_bytes(mark + k));
+            __m128i lo = _mm_unpacklo_epi16(keep16, keep16), hi = _mm_unpackhi_epi16(keep16, keep16);
+            sfer_neumaier2(&s0, &c0, _mm_and_pd(_mm_loadu_pd(g + k),
+                                                _mm_castsi128_pd(_mm_unpacklo_epi32(lo, lo))));
+            sfer_neumaier2(&s1, &c1, _mm_and_pd(_mm_loadu_pd(g + k + 2),
+                                                _mm_castsi128_pd(_mm_unpackhi_epi32(lo, lo))));
+            sfer_neumaier2(&s2, &c2, _mm_and_pd(_mm_loadu_pd(g + k + 4),
+                                                _mm_castsi128_pd(_mm_unpacklo_epi32(hi, hi))));
+            sfer_neumaier2(&s3, &c3, _mm_and_pd(_mm_loadu_pd(g + k + 6),
+                                                _mm_castsi128_pd(_mm_unpackhi_epi32(hi, hi))));
+        }
+        _mm_storeu_pd(s, s0); _mm_storeu_pd(s + 2, s1); _mm_storeu_pd(s + 4, s2); _mm_storeu_pd(s + 6, s3);
+        _mm_storeu_pd(c, c0); _mm_storeu_pd(c + 2, c1); _mm_storeu_pd(c + 4, c2); _mm_storeu_pd(c + 6, c3);
+        return k;
+    }
+    #else
+    static inline int64_t sfer_masked_sum_f32(const float *g, const uint8_t *mark, int64_t len,
+                                              double *s) { return 0; }
+    static inline int64_t sfer_masked_sum_f64(const double *g, const uint8_t *mark, int64_t len,
+                                              double *s, double *c) { return 0; }
+    #endif
     static inline int sfer_flag_get(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
     static inline void sfer_flag_set(int *p) { __atomic_store_n(p, 1, __ATOMIC_RELAXED); }
     """
@@ -88,6 +169,12 @@ cdef extern from *:
     float sfer_bf16_to_float(sfer_bf16 h) noexcept nogil
     uint16_t sfer_double_to_bf16_bits(double d) noexcept nogil
     void sfer_mark_set(uint8_t *m, uint64_t i) noexcept nogil
+    uint64_t sfer_keep_mask(uint8_t skip) noexcept nogil
+    double sfer_keep(double v, uint8_t skip) noexcept nogil
+    int64_t sfer_masked_sum_f32(const float *g, const uint8_t *mark, int64_t len,
+                                double *s) noexcept nogil
+    int64_t sfer_masked_sum_f64(const double *g, const uint8_t *mark, int64_t len,
+                                double *s, double *c) noexcept nogil
     int sfer_flag_get(int *p) noexcept nogil
     void sfer_flag_set(int *p) noexcept nogil
 
@@ -208,27 +295,28 @@ cdef inline void lane_add(lanes_t *L, uint64_t k, val_t x) noexcept nogil:
 
 
 cdef inline void lane_add_unless(lanes_t *L, uint64_t k, val_t x, uint8_t skip) noexcept nogil:
-    # Like lane_add, adding +0 instead of x when skip is set (a select, not a multiply: NaN * 0
-    # is NaN).  Adding +0 leaves every accumulator bit-identical (they are never -0).
+    # Like lane_add, adding +0 instead of x when skip is set.  A bit mask, not a multiply (NaN
+    # * 0 is NaN) nor a branch (unpredictable; blocks vectorisation).  Adding +0 leaves every
+    # accumulator bit-identical (they are never -0).
     cdef int l
     if val_t is uint8_t or val_t is uint16_t or val_t is uint32_t or val_t is uint64_t:
-        L.u[k & 7] += 0 if skip else <uint64_t>x
+        L.u[k & 7] += <uint64_t>x & sfer_keep_mask(skip)
     elif val_t is sfer_f16:
-        L.s[k & 7] += 0.0 if skip else <double>sfer_f16_to_float(x)
+        L.s[k & 7] += sfer_keep(<double>sfer_f16_to_float(x), skip)
     elif val_t is sfer_bf16:
-        L.s[k & 7] += 0.0 if skip else <double>sfer_bf16_to_float(x)
+        L.s[k & 7] += sfer_keep(<double>sfer_bf16_to_float(x), skip)
     elif val_t is float:
-        L.s[k & 7] += 0.0 if skip else <double>x
+        L.s[k & 7] += sfer_keep(<double>x, skip)
     elif val_t is double:
-        neumaier(&L.s[k & 7], &L.c[k & 7], 0.0 if skip else x)
+        neumaier(&L.s[k & 7], &L.c[k & 7], sfer_keep(x, skip))
     elif val_t is sfer_c64:
         l = <int>(k & 3) * 2
-        L.s[l] += 0.0 if skip else <double>x.re
-        L.s[l + 1] += 0.0 if skip else <double>x.im
+        L.s[l] += sfer_keep(<double>x.re, skip)
+        L.s[l + 1] += sfer_keep(<double>x.im, skip)
     elif val_t is sfer_c128:
         l = <int>(k & 3) * 2
-        neumaier(&L.s[l], &L.c[l], 0.0 if skip else x.re)
-        neumaier(&L.s[l + 1], &L.c[l + 1], 0.0 if skip else x.im)
+        neumaier(&L.s[l], &L.c[l], sfer_keep(x.re, skip))
+        neumaier(&L.s[l + 1], &L.c[l + 1], sfer_keep(x.im, skip))
 
 
 cdef inline void lanes_close(const lanes_t *L, part_t *p, bint is_complex) noexcept nogil:
@@ -256,22 +344,6 @@ cdef inline bint is_complex_t(val_t *dummy) noexcept nogil:
 # ---------------------------------------------------------------------------------------------
 # Range kernels: each does the work of one thread on one contiguous range.
 
-cdef void add_range(const val_t *g, int64_t a, int64_t c, lanes_t *L) noexcept nogil:
-    # g: in; L: in/out.  Adds every g[k], a <= k < c (all unreferenced), to its lane.
-    cdef int64_t k = a
-    cdef int l
-    while k < c and (k & 7):
-        lane_add(L, <uint64_t>k, g[k])
-        k += 1
-    while k + 8 <= c:
-        for l in range(8):
-            lane_add(L, <uint64_t>l, g[k + l])
-        k += 8
-    while k < c:
-        lane_add(L, <uint64_t>k, g[k])
-        k += 1
-
-
 cdef void block_sum_masked(const val_t *g, const uint8_t *mark, int64_t k0, int64_t k1,
                            part_t *out) noexcept nogil:
     # g, mark: in; out: out.  The sum of g[k] over k0 <= k < k1 with mark[k] == 0 (k0 % 8 == 0).
@@ -279,6 +351,10 @@ cdef void block_sum_masked(const val_t *g, const uint8_t *mark, int64_t k0, int6
     cdef int64_t k = k0
     cdef int l
     lanes_zero(&L)
+    if val_t is float:      # SIMD versions of the loop below, with the same lanes and order
+        k += sfer_masked_sum_f32(g + k0, mark + k0, k1 - k0, L.s)
+    elif val_t is double:
+        k += sfer_masked_sum_f64(g + k0, mark + k0, k1 - k0, L.s, L.c)
     while k + 8 <= k1:
         for l in range(8):
             lane_add_unless(&L, <uint64_t>l, g[k + l], mark[k + l])
@@ -305,7 +381,8 @@ cdef int64_t gather_mark(const val_t *g, uint64_t n_full, const idx_t *rim, val_
 
 
 cdef inline int64_t lower_bound(const idx_t *rim, int64_t n, uint64_t x) noexcept nogil:
-    # The first j with key(rim[j]) >= x, if rim is sorted by key (any j in [0, n] otherwise).
+    # The first j with key(rim[j]) >= x, if the map is block-ordered and x is a block start
+    # (any j in [0, n] otherwise).
     cdef int64_t lo = 0, hi = n, mid
     while lo < hi:
         mid = lo + (hi - lo) // 2
@@ -316,67 +393,44 @@ cdef inline int64_t lower_bound(const idx_t *rim, int64_t n, uint64_t x) noexcep
     return lo
 
 
-cdef struct walk_t:
-    int64_t b               # current block
-    int64_t bend            # its end (exclusive)
-    int64_t k1              # end of this thread's positions
-    part_t *parts
-    lanes_t L
-
-
-cdef inline void walk_gap(const val_t *g, walk_t *w, int64_t a, int64_t c) noexcept nogil:
-    # w: in/out.  Adds the unreferenced positions [a, c); afterwards the current block holds c
-    # (or is the last one).  Closes every block it leaves, including blocks with nothing to add.
-    while c >= w.bend and w.bend < w.k1:
-        add_range(g, a, w.bend, &w.L)
-        lanes_close(&w.L, &w.parts[w.b], is_complex_t(<val_t *>NULL))
-        lanes_zero(&w.L)
-        a = w.bend
-        w.b += 1
-        w.bend = min(w.bend + BLOCK, w.k1)
-    add_range(g, a, c, &w.L)
-
-
-cdef int sorted_walk(const val_t *g, uint64_t n_full, const idx_t *rim, int64_t n, val_t *d,
+cdef int block_walk(const val_t *g, uint64_t n_full, const idx_t *rim, int64_t n, val_t *d,
                      int64_t b0, int64_t b1, part_t *parts, int64_t *j_range,
                      int *abort) noexcept nogil:
     # g, rim: in; d, parts, j_range: out; abort: in/out (shared by all threads).
-    # One streaming pass over blocks [b0, b1), assuming the map is non-decreasing: gathers
-    # d[j] for the entries that fall in these blocks and sums the gaps between them.
-    # Returns 0 when every entry it met was consistent with a non-decreasing map, with the
-    # range of j it covered in j_range[0:2]; 1 otherwise (the caller then falls back to the
-    # marking path, which also finds any out-of-range entry).
-    cdef walk_t w
-    cdef int64_t k0 = b0 * BLOCK
-    cdef int64_t pos = k0
-    cdef int64_t j = lower_bound(rim, n, <uint64_t>k0)
-    cdef uint64_t r
-    w.k1 = min(b1 * BLOCK, <int64_t>n_full)
-    w.b = b0
-    w.bend = min(k0 + BLOCK, w.k1)
-    w.parts = parts
-    lanes_zero(&w.L)
-    if j > 0 and key(rim[j - 1]) >= <uint64_t>k0:
+    # The marking path done block by block, for a block-ordered map (one whose entries'
+    # blocks never decrease: every sorted map is one): the entries of block b are then
+    # consecutive, so one forward pass over the map gathers them and marks their positions in
+    # a block-sized (L1-resident) mark array, and the block's sum is taken while its
+    # grad_values are still in cache.  Returns 0 when every entry it met fitted a block-ordered
+    # map, with the range of j it covered in j_range[0:2]; 1 otherwise (the caller then falls
+    # back to the marking path, which also finds any out-of-range entry).
+    cdef uint8_t mark[BLOCK]
+    cdef int64_t k1 = min(b1 * BLOCK, <int64_t>n_full)
+    cdef int64_t j = lower_bound(rim, n, <uint64_t>(b0 * BLOCK))
+    cdef int64_t b
+    cdef uint64_t u, bstart, blen
+    if j > 0 and key(rim[j - 1]) >= <uint64_t>(b0 * BLOCK):
         sfer_flag_set(abort)
         return 1
     j_range[0] = j
-    while j < n:
-        r = key(rim[j])
-        if r >= <uint64_t>w.k1:
-            break
-        if r >= <uint64_t>pos:
-            walk_gap(g, &w, pos, <int64_t>r)
-            pos = <int64_t>r + 1
-        elif r + 1 != <uint64_t>pos or r < <uint64_t>k0:
-            sfer_flag_set(abort)     # decreasing: not a sorted map
+    for b in range(b0, b1):
+        bstart = <uint64_t>(b * BLOCK)
+        blen = <uint64_t>min(BLOCK, k1 - b * BLOCK)
+        memset(mark, 0, BLOCK)
+        while j < n:    # the hot loop: one subtraction and one compare per entry
+            u = key(rim[j]) - bstart
+            if u >= blen:
+                if key(rim[j]) < bstart:   # an entry of an earlier block: not block-ordered
+                    sfer_flag_set(abort)
+                    return 1
+                break
+            d[j] = g[bstart + u]
+            mark[u] = 1
+            j += 1
+        if sfer_flag_get(abort):
             return 1
-        d[j] = g[r]
-        j += 1
-        if (j & 65535) == 0 and sfer_flag_get(abort):
-            return 1
+        block_sum_masked(g + bstart, mark, 0, <int64_t>blen, &parts[b])
     j_range[1] = j
-    walk_gap(g, &w, pos, w.k1)
-    lanes_close(&w.L, &w.parts[w.b], is_complex_t(<val_t *>NULL))
     return 0
 
 
@@ -399,44 +453,46 @@ cdef void combine(const part_t *parts, int64_t nb, part_t *total) noexcept nogil
         total.u += parts[b].u
 
 
-cdef bint looks_sorted(const idx_t *rim, int64_t n) noexcept nogil:
-    # A cheap screen before the sorted walk, which would otherwise sum a shuffled map's first
-    # (long) gap before meeting the first decrease: the first 256 entries and 256 entries
-    # spread over the map must be non-decreasing.  Proves nothing; the walk checks every entry.
+cdef bint looks_block_ordered(const idx_t *rim, int64_t n) noexcept nogil:
+    # A cheap screen before the block walk, which on a shuffled map would gather and mark a
+    # whole block before meeting the first out-of-order entry: the first 256 entries and 256
+    # entries spread over the map must be block-ordered.  Proves nothing; the walk checks
+    # every entry.
     cdef int64_t i, m = min(n, 256)
     for i in range(1, m):
-        if key(rim[i]) < key(rim[i - 1]):
+        if key(rim[i]) // BLOCK < key(rim[i - 1]) // BLOCK:
             return False
     if n > 512:
         for i in range(1, 256):
-            if key(rim[i * (n // 256)]) < key(rim[(i - 1) * (n // 256)]):
+            if key(rim[i * (n // 256)]) // BLOCK < key(rim[(i - 1) * (n // 256)]) // BLOCK:
                 return False
     return True
 
 
-cdef bint try_sorted(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n, val_t *d,
+cdef bint try_block_ordered(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n, val_t *d,
                      int nthreads, int64_t nb, part_t *parts) noexcept nogil:
-    # d, parts: out.  The sorted-map path; True when it applied (map non-decreasing, in range).
+    # d, parts: out.  The block-ordered path; True when it applied (map block-ordered and in
+    # range).
     cdef int64_t *j_ranges = <int64_t *>malloc(2 * nthreads * sizeof(int64_t))
     cdef int *status = <int *>malloc(nthreads * sizeof(int))
     cdef int abort = 0
     cdef int t
-    cdef bint ok = looks_sorted(rim, n)
+    cdef bint ok = looks_block_ordered(rim, n)
     if not ok or j_ranges == NULL or status == NULL:
         free(j_ranges)
         free(status)
         return False
     if nthreads == 1:
-        status[0] = sorted_walk(g, <uint64_t>n_full, rim, n, d, 0, nb, parts, j_ranges, &abort)
+        status[0] = block_walk(g, <uint64_t>n_full, rim, n, d, 0, nb, parts, j_ranges, &abort)
     else:
         for t in prange(nthreads, schedule='static', num_threads=nthreads):
-            status[t] = sorted_walk(g, <uint64_t>n_full, rim, n, d, t * nb // nthreads,
+            status[t] = block_walk(g, <uint64_t>n_full, rim, n, d, t * nb // nthreads,
                                     (t + 1) * nb // nthreads, parts, &j_ranges[2 * t], &abort)
     for t in range(nthreads):
         if status[t] != 0:
             ok = False
     if ok:
-        # The threads' ranges of j must tile [0, n): then the whole map is non-decreasing and
+        # The threads' ranges of j must tile [0, n): then the whole map is block-ordered and
         # every entry lies below n_full (an entry >= n_full stops the last walk short of n).
         ok = j_ranges[0] == 0 and j_ranges[2 * nthreads - 1] == n
         for t in range(nthreads - 1):
@@ -495,7 +551,7 @@ cdef int64_t run_grad(const val_t *g, int64_t n_full, const idx_t *rim, int64_t 
         return ERR_NOMEM
     if nthreads > nb:
         nthreads = <int>nb
-    if not try_sorted(g, n_full, rim, n, d, nthreads, nb, parts):
+    if not try_block_ordered(g, n_full, rim, n, d, nthreads, nb, parts):
         res = marking(g, n_full, rim, n, d, nthreads, nb, parts)
     if res == -1:
         combine(parts, nb, total)
@@ -599,6 +655,7 @@ cdef extern from *:
 
 cdef extern from "numpy/arrayobject.h":
     object PyArray_Scalar(void *data, cnp.dtype descr, object base)
+    enum: NPY_HALF
 
 cdef union scalar_t:        # the result, in the bits of its output dtype
     uint8_t u8
@@ -647,33 +704,141 @@ cdef object to_scalar(const part_t *total, int vkind, cnp.dtype dtype):
     return PyArray_Scalar(&v, dtype, None)
 
 
-def grad(cnp.ndarray rim, cnp.ndarray g, cnp.ndarray d, int vkind, int ikind, int num_threads):
-    """Run the kernel on validated inputs; returns ``(bad_j, d_default_value)``.
-
-    ``rim`` and ``g``: 1-D, C-contiguous, aligned, native byte order, of kinds ``ikind`` and
-    ``vkind``; ``d``: a fresh C-contiguous output of ``len(rim)`` items of ``g``'s dtype.
-    ``num_threads`` <= 0 means OpenMP's default.  ``bad_j`` is -1 on success, else the first
-    out-of-range position (and ``d_default_value`` is None).
-    """
+cdef int64_t run_checked(cnp.ndarray rim, cnp.ndarray g, cnp.ndarray d, int vkind, int ikind,
+                         int num_threads, part_t *total) except -2:
+    # Runs the kernel with the GIL released.  rim, g: in; d, total: out.  Returns -1, or
+    # raises IndexError for the first out-of-range entry (zeroing d, which may be the caller's
+    # out=, so that no half-written result is left behind) or MemoryError.
     cdef const void *gp = cnp.PyArray_DATA(g)
     cdef const void *rp = cnp.PyArray_DATA(rim)
     cdef void *dp = cnp.PyArray_DATA(d)
     cdef int64_t n = cnp.PyArray_DIM(rim, 0)
     cdef int64_t n_full = cnp.PyArray_DIM(g, 0)
     cdef int64_t bad
-    cdef part_t total
     cdef int nthreads = num_threads
     if nthreads <= 0:
         nthreads = omp_get_max_threads()
     if n + n_full < SERIAL_BELOW or nthreads < 1:
         nthreads = 1
     with nogil:
-        bad = run_value(gp, vkind, n_full, rp, ikind, n, dp, nthreads, &total)
+        bad = run_value(gp, vkind, n_full, rp, ikind, n, dp, nthreads, total)
     if bad == ERR_NOMEM:
         raise MemoryError("sfer: could not allocate the kernel's work space")
     if bad >= 0:
-        return bad, None
-    return bad, to_scalar(&total, vkind, g.dtype)
+        memset(dp, 0, <size_t>cnp.PyArray_NBYTES(d))
+        raise IndexError(
+            f"reverse_index_map[{bad}] = {rim[bad]} is out of range [0, {n_full})")
+    return -1
+
+
+def grad(cnp.ndarray rim, cnp.ndarray g, cnp.ndarray d, int vkind, int ikind, int num_threads):
+    """Run the kernel on validated inputs; returns ``d_default_value``.
+
+    ``rim`` and ``g``: 1-D, C-contiguous, aligned, native byte order, of kinds ``ikind`` and
+    ``vkind``; ``d``: a writeable C-contiguous output of ``len(rim)`` items of ``g``'s dtype
+    that overlaps neither.  ``num_threads`` <= 0 means OpenMP's default.  Raises IndexError for
+    the first out-of-range entry.
+    """
+    cdef part_t total
+    run_checked(rim, g, d, vkind, ikind, num_threads, &total)
+    return to_scalar(&total, vkind, g.dtype)
+
+
+cdef int value_kind_of(int t, int size) noexcept:
+    if t == cnp.NPY_FLOAT:
+        return V_F32
+    if t == cnp.NPY_DOUBLE:
+        return V_F64
+    if t == NPY_HALF:
+        return V_F16
+    if t == cnp.NPY_CFLOAT:
+        return V_C64
+    if t == cnp.NPY_CDOUBLE:
+        return V_C128
+    if cnp.PyTypeNum_ISINTEGER(t):
+        if size == 1:
+            return V_U8
+        if size == 2:
+            return V_U16
+        if size == 4:
+            return V_U32
+        if size == 8:
+            return V_U64
+    return -1
+
+
+cdef int index_kind_of(int t, int size) noexcept:
+    if not cnp.PyTypeNum_ISINTEGER(t) or size not in (1, 2, 4, 8):
+        return -1
+    if cnp.PyTypeNum_ISSIGNED(t):
+        return I_I8 if size == 1 else I_I16 if size == 2 else I_I32 if size == 4 else I_I64
+    return I_U8 if size == 1 else I_U16 if size == 2 else I_U32 if size == 4 else I_U64
+
+
+def value_kind(cnp.dtype dtype):
+    """The kernel's value kind for a NumPy dtype (native byte order assumed), or -1."""
+    return value_kind_of(dtype.type_num, dtype.itemsize)
+
+
+def index_kind(cnp.dtype dtype):
+    """The kernel's index kind for an integer NumPy dtype (native byte order assumed), or -1."""
+    return index_kind_of(dtype.type_num, dtype.itemsize)
+
+
+cdef inline bint behaved_vector(cnp.ndarray a) noexcept:
+    # 1-D, C-contiguous, aligned, native byte order: what the kernel reads as it is.
+    return (cnp.PyArray_NDIM(a) == 1 and cnp.PyArray_ISCARRAY_RO(a)
+            and cnp.PyArray_ISNOTSWAPPED(a))
+
+
+cdef inline bint disjoint(cnp.ndarray a, cnp.ndarray b) noexcept:
+    # The memory of two contiguous arrays does not overlap.
+    cdef char *pa = <char *>cnp.PyArray_DATA(a)
+    cdef char *pb = <char *>cnp.PyArray_DATA(b)
+    return pa + cnp.PyArray_NBYTES(a) <= pb or pb + cnp.PyArray_NBYTES(b) <= pa
+
+
+def fast_grad(reverse_index_map, grad_values, num_threads, out):
+    """The whole call for the common case, in C; None when it does not apply.
+
+    Applies to exact ndarrays that the kernel can read as they are (1-D, C-contiguous,
+    aligned, native order, a built-in dtype), ``num_threads`` None or an int >= 1, and ``out``
+    None or a valid output.  Anything else returns None and sfer._grad validates it (and
+    raises the precise error).  This keeps a call on a small input near a microsecond.
+    """
+    cdef cnp.ndarray rim, g, d
+    cdef int vkind, ikind, nthreads
+    cdef cnp.npy_intp n
+    cdef part_t total
+    if type(reverse_index_map) is not cnp.ndarray or type(grad_values) is not cnp.ndarray:
+        return None
+    rim = <cnp.ndarray>reverse_index_map
+    g = <cnp.ndarray>grad_values
+    if not (behaved_vector(rim) and behaved_vector(g)):
+        return None
+    vkind = value_kind_of(cnp.PyArray_TYPE(g), cnp.PyArray_ITEMSIZE(g))
+    ikind = index_kind_of(cnp.PyArray_TYPE(rim), cnp.PyArray_ITEMSIZE(rim))
+    if vkind < 0 or ikind < 0:
+        return None
+    if num_threads is None:
+        nthreads = 0
+    elif type(num_threads) is int and num_threads >= 1:
+        nthreads = min(num_threads, 65536)
+    else:
+        return None
+    n = cnp.PyArray_DIM(rim, 0)
+    if out is None:
+        d = cnp.PyArray_EMPTY(1, &n, cnp.PyArray_TYPE(g), 0)
+    else:
+        if type(out) is not cnp.ndarray:
+            return None
+        d = <cnp.ndarray>out
+        if not (behaved_vector(d) and cnp.PyArray_ISWRITEABLE(d) and cnp.PyArray_DIM(d, 0) == n
+                and cnp.PyArray_TYPE(d) == cnp.PyArray_TYPE(g)
+                and disjoint(d, rim) and disjoint(d, g)):
+            return None
+    run_checked(rim, g, d, vkind, ikind, nthreads, &total)
+    return _tuple_new(GradResult, (d, to_scalar(&total, vkind, g.dtype)))
 
 
 def openmp_enabled():

@@ -1,61 +1,29 @@
-"""The validation layer: turns whatever the user passed into what the kernel may assume."""
+"""The validation layer: turns whatever the user passed into what the kernel may assume.
+
+The common case (ndarrays the kernel can read as they are) is handled whole in C by
+``sfer._core.fast_grad``; everything else comes here to be converted, or to get a precise error.
+"""
 
 from __future__ import annotations
 
 import operator
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from sfer import _core
+from sfer._result import GradResult
 
 __all__ = ["GradResult", "sparse_fill_empty_rows_grad"]
 
-
-class GradResult(NamedTuple):
-    """The two outputs of :func:`sparse_fill_empty_rows_grad`."""
-
-    d_values: np.ndarray
-    """``grad_values[reverse_index_map]``: shape ``(N,)``, ``grad_values``' dtype."""
-    d_default_value: Any
-    """The sum of the unreferenced ``grad_values``: a NumPy scalar of ``grad_values``' dtype."""
-
-
-# Native-byte-order dtypes the kernel takes, mapped to its kind codes.
-_VALUE_KINDS = {
-    np.dtype(np.int8): _core.V_U8,
-    np.dtype(np.uint8): _core.V_U8,
-    np.dtype(np.int16): _core.V_U16,
-    np.dtype(np.uint16): _core.V_U16,
-    np.dtype(np.int32): _core.V_U32,
-    np.dtype(np.uint32): _core.V_U32,
-    np.dtype(np.int64): _core.V_U64,
-    np.dtype(np.uint64): _core.V_U64,
-    np.dtype(np.float16): _core.V_F16,
-    np.dtype(np.float32): _core.V_F32,
-    np.dtype(np.float64): _core.V_F64,
-    np.dtype(np.complex64): _core.V_C64,
-    np.dtype(np.complex128): _core.V_C128,
-}
+# bfloat16 is optional: it exists when ml_dtypes is installed.
 _BFLOAT16: np.dtype | None
-try:  # bfloat16 is optional: it exists when ml_dtypes is installed
+try:
     import ml_dtypes
 except ImportError:  # pragma: no cover - depends on the environment
     _BFLOAT16 = None
 else:
     _BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
-    _VALUE_KINDS[_BFLOAT16] = _core.V_BF16
-
-_INDEX_KINDS = {
-    np.dtype(np.int8): _core.I_I8,
-    np.dtype(np.int16): _core.I_I16,
-    np.dtype(np.int32): _core.I_I32,
-    np.dtype(np.int64): _core.I_I64,
-    np.dtype(np.uint8): _core.I_U8,
-    np.dtype(np.uint16): _core.I_U16,
-    np.dtype(np.uint32): _core.I_U32,
-    np.dtype(np.uint64): _core.I_U64,
-}
 
 _SUPPORTED_VALUES = (
     "float16, float32, float64, complex64, complex128, int8, int16, int32, int64, "
@@ -64,23 +32,40 @@ _SUPPORTED_VALUES = (
 )
 
 
+def _value_kind(dtype: np.dtype) -> int:
+    """The kernel's value kind for ``dtype`` (any byte order), or -1."""
+    if _BFLOAT16 is not None and dtype.newbyteorder("=") == _BFLOAT16:
+        return int(_core.V_BF16)
+    if dtype.kind not in "iufc":  # bool, datetime, str, object, void, user types
+        return -1
+    return _core.value_kind(dtype.newbyteorder("="))
+
+
+def _index_kind(dtype: np.dtype) -> int:
+    """The kernel's index kind for ``dtype`` (any byte order), or -1."""
+    if dtype.kind not in "iu":
+        return -1
+    return _core.index_kind(dtype.newbyteorder("="))
+
+
 def _as_vector(obj: Any, name: str, *, empty_dtype: Any = None) -> np.ndarray:
-    """``obj`` as a 1-D array that the kernel can read: aligned, C-contiguous, native order."""
-    if type(obj) is np.ndarray:
+    """``obj`` as a 1-D ndarray (not yet converted for the kernel)."""
+    if isinstance(obj, np.ndarray):
         arr = obj
     else:
         try:
             arr = np.asarray(obj)
         except (ValueError, TypeError, OverflowError) as exc:
             raise ValueError(f"{name} could not be converted to an array: {exc}") from None
-        if empty_dtype is not None and arr.size == 0 and not isinstance(obj, np.ndarray):
+        if empty_dtype is not None and arr.size == 0:
             arr = arr.astype(empty_dtype)  # [] and () mean an empty map, not a float one
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     return arr
 
 
-def _normalise(arr: np.ndarray) -> np.ndarray:
+def _for_kernel(arr: np.ndarray) -> np.ndarray:
+    """``arr`` aligned, C-contiguous and in native byte order (a copy only if needed)."""
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     if not (arr.flags.c_contiguous and arr.flags.aligned):
@@ -91,6 +76,7 @@ def _normalise(arr: np.ndarray) -> np.ndarray:
 
 
 def _thread_count(num_threads: Any) -> int:
+    """``num_threads`` as the kernel takes it: 0 for OpenMP's default."""
     if num_threads is None:
         return 0
     if isinstance(num_threads, (bool, np.bool_)):
@@ -107,8 +93,31 @@ def _thread_count(num_threads: Any) -> int:
     return min(n, 1 << 16)
 
 
+def _check_out(out: Any, n: int, dtype: np.dtype, inputs: tuple[np.ndarray, ...]) -> np.ndarray:
+    """``out`` if it can receive ``d_values``, else a TypeError/ValueError saying why."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != (n,):
+        raise ValueError(f"out must have shape ({n},), got {out.shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"out must have dtype {dtype.name} (native byte order), got "
+                        f"{out.dtype.name} ({out.dtype.str})")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    if not (out.flags.c_contiguous and out.flags.aligned):
+        raise ValueError("out must be C-contiguous and aligned")
+    for arr, name in zip(inputs, ("reverse_index_map", "grad_values")):
+        if np.may_share_memory(out, arr):
+            raise ValueError(f"out must not overlap {name}")
+    return out
+
+
 def sparse_fill_empty_rows_grad(
-    reverse_index_map: Any, grad_values: Any, *, num_threads: int | None = None
+    reverse_index_map: Any,
+    grad_values: Any,
+    *,
+    num_threads: int | None = None,
+    out: np.ndarray | None = None,
 ) -> GradResult:
     """The gradient of SparseFillEmptyRows (TensorFlow's ``SparseFillEmptyRowsGrad``).
 
@@ -129,19 +138,24 @@ def sparse_fill_empty_rows_grad(
     num_threads : int, optional
         The most OpenMP threads to use; ``None`` means OpenMP's default (``OMP_NUM_THREADS``).
         Small inputs run on one thread.  The result is bit-identical for every value.
+    out : ndarray, optional
+        Where to write ``d_values``: shape ``(N,)``, ``grad_values``' dtype in native byte
+        order, writeable, C-contiguous, not overlapping either input.  Returned as
+        ``d_values``.  If the call raises IndexError, ``out`` is left zero-filled.
 
     Returns
     -------
     GradResult
-        ``(d_values, d_default_value)``: a new array of shape ``(N,)`` and a NumPy scalar, both
-        of ``grad_values``' dtype (in native byte order).
+        ``(d_values, d_default_value)``: a new array of shape ``(N,)`` (or ``out``) and a
+        NumPy scalar, both of ``grad_values``' dtype (in native byte order).
 
     Raises
     ------
     TypeError
-        A dtype sfer does not handle, or a ``num_threads`` that is not an int.
+        A dtype sfer does not handle, a ``num_threads`` that is not an int, a bad ``out`` type.
     ValueError
-        An input that is not 1-D or not convertible to an array; ``num_threads < 1``.
+        An input that is not 1-D or not convertible to an array; ``num_threads < 1``; an
+        ``out`` of the wrong shape, read-only, non-contiguous or overlapping an input.
     IndexError
         An entry outside ``[0, N_full)``; the message names the first such position.
 
@@ -152,34 +166,28 @@ def sparse_fill_empty_rows_grad(
     summation; the result is rounded once.  The inputs are never modified and the GIL is
     released while the kernel runs.
     """
+    result = _core.fast_grad(reverse_index_map, grad_values, num_threads, out)
+    if result is not None:
+        return result
+
     rim = _as_vector(reverse_index_map, "reverse_index_map", empty_dtype=np.int64)
     g = _as_vector(grad_values, "grad_values")
     nthreads = _thread_count(num_threads)
-
-    gdt = g.dtype
-    vkind = _VALUE_KINDS.get(gdt)
-    if vkind is None:
-        vkind = _VALUE_KINDS.get(gdt.newbyteorder("=")) if gdt.byteorder in "<>" else None
-        if vkind is None:
-            raise TypeError(
-                f"grad_values has dtype {gdt.name!s} ({gdt.str}), which sfer does not "
-                f"support; supported: {_SUPPORTED_VALUES}"
-            )
-    ikind = _INDEX_KINDS.get(rim.dtype)
-    if ikind is None:
-        ikind = (_INDEX_KINDS.get(rim.dtype.newbyteorder("="))
-                 if rim.dtype.byteorder in "<>" else None)
-        if ikind is None:
-            raise TypeError(
-                f"reverse_index_map must have an integer dtype, got {rim.dtype.name!s}"
-            )
-
-    rim_k = _normalise(rim)
-    g_k = _normalise(g)
-    d_values = np.empty(rim_k.shape[0], dtype=g_k.dtype)
-    bad, total = _core.grad(rim_k, g_k, d_values, vkind, ikind, nthreads)
-    if bad >= 0:
-        raise IndexError(
-            f"reverse_index_map[{bad}] = {rim_k[bad]} is out of range [0, {g_k.shape[0]})"
+    vkind = _value_kind(g.dtype)
+    if vkind < 0:
+        raise TypeError(
+            f"grad_values has dtype {g.dtype.name} ({g.dtype.str}), which sfer does not "
+            f"support; supported: {_SUPPORTED_VALUES}"
         )
+    ikind = _index_kind(rim.dtype)
+    if ikind < 0:
+        raise TypeError(f"reverse_index_map must have an integer dtype, got {rim.dtype.name}")
+
+    rim_k = _for_kernel(rim)
+    g_k = _for_kernel(g)
+    if out is None:
+        d_values = np.empty(rim_k.shape[0], dtype=g_k.dtype)
+    else:
+        d_values = _check_out(out, rim_k.shape[0], g_k.dtype, (rim, g))
+    total = _core.grad(rim_k, g_k, d_values, vkind, ikind, nthreads)
     return GradResult(d_values, total)
