@@ -152,6 +152,31 @@ cdef extern from *:
     static inline int64_t sfer_masked_sum_f64(const double *g, const uint8_t *mark, int64_t len,
                                               double *s, double *c) { return 0; }
     #endif
+    /* Non-temporal stores of one 4- or 8-byte item: a large output written once is not read
+       back (no read-for-ownership) and does not evict the inputs from cache.  A fence makes
+       them visible before the parallel region ends. */
+    static inline void sfer_stream4(void *dst, const void *src) {
+    #if defined(__SSE2__)
+        int v; memcpy(&v, src, 4); _mm_stream_si32((int *)dst, v);
+    #else
+        memcpy(dst, src, 4);
+    #endif
+    }
+    static inline void sfer_stream8(void *dst, const void *src) {
+    #if defined(__SSE2__) && defined(__x86_64__)
+        long long v; memcpy(&v, src, 8); _mm_stream_si64((long long *)dst, v);
+    #else
+        memcpy(dst, src, 8);
+    #endif
+    }
+    /* A hint only: prefetching past the end of an array is harmless. */
+    static inline void sfer_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+    static inline void sfer_prefetch_w(void *p) { __builtin_prefetch(p, 1, 3); }
+    static inline void sfer_stream_fence(void) {
+    #if defined(__SSE2__)
+        _mm_sfence();
+    #endif
+    }
     static inline int sfer_flag_get(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
     static inline void sfer_flag_set(int *p) { __atomic_store_n(p, 1, __ATOMIC_RELAXED); }
     """
@@ -175,6 +200,11 @@ cdef extern from *:
                                 double *s) noexcept nogil
     int64_t sfer_masked_sum_f64(const double *g, const uint8_t *mark, int64_t len,
                                 double *s, double *c) noexcept nogil
+    void sfer_stream4(void *dst, const void *src) noexcept nogil
+    void sfer_stream8(void *dst, const void *src) noexcept nogil
+    void sfer_stream_fence() noexcept nogil
+    void sfer_prefetch(const void *p) noexcept nogil
+    void sfer_prefetch_w(void *p) noexcept nogil
     int sfer_flag_get(int *p) noexcept nogil
     void sfer_flag_set(int *p) noexcept nogil
 
@@ -206,6 +236,8 @@ cpdef enum:
 cdef enum:
     BLOCK = 4096            # positions per summation block (a multiple of 8)
     SERIAL_BELOW = 65536    # N + N_full below this: one thread (a parallel region costs more)
+    PREFETCH_AHEAD = 24     # entries between a prefetch and its use on the marking path
+    STREAM_BYTES = 1 << 25  # outputs from 32 MiB up are written with non-temporal stores
     ERR_NOMEM = -2
 
 ctypedef fused val_t:
@@ -251,6 +283,17 @@ cdef inline uint64_t key(idx_t r) noexcept nogil:
         return <uint64_t>(<int64_t>r)
     else:
         return <uint64_t>r
+
+
+cdef inline void put(val_t *dst, const val_t *src, bint stream) noexcept nogil:
+    # dst: out.  Copies one item, with a non-temporal store when stream is set (4- and 8-byte
+    # items; others are copied plainly).
+    if stream and sizeof(val_t) == 4:
+        sfer_stream4(dst, src)
+    elif stream and sizeof(val_t) == 8:
+        sfer_stream8(dst, src)
+    else:
+        dst[0] = src[0]
 
 
 cdef inline void neumaier(double *s, double *c, double x) noexcept nogil:
@@ -366,17 +409,26 @@ cdef void block_sum_masked(const val_t *g, const uint8_t *mark, int64_t k0, int6
 
 
 cdef int64_t gather_mark(const val_t *g, uint64_t n_full, const idx_t *rim, val_t *d,
-                         uint8_t *mark, int64_t j0, int64_t j1) noexcept nogil:
+                         uint8_t *mark, int64_t j0, int64_t j1, bint stream) noexcept nogil:
     # g, rim: in; d, mark: out.  For j0 <= j < j1: d[j] = g[rim[j]] and mark[rim[j]] = 1.
     # Returns the first j whose entry is out of range (stopping there), or -1.
     cdef int64_t j
-    cdef uint64_t r
+    cdef uint64_t r, ahead
     for j in range(j0, j1):
         r = key(rim[j])
         if r >= n_full:
+            sfer_stream_fence()
             return j
-        d[j] = g[r]
+        if j + PREFETCH_AHEAD < j1:
+            # Random access: ask for the lines PREFETCH_AHEAD entries on, so that many
+            # cache misses are in flight at once (a hint: never out of bounds).
+            ahead = key(rim[j + PREFETCH_AHEAD])
+            if ahead < n_full:
+                sfer_prefetch(&g[ahead])
+                sfer_prefetch_w(&mark[ahead])
+        put(&d[j], &g[r], stream)
         sfer_mark_set(mark, r)
+    sfer_stream_fence()
     return -1
 
 
@@ -395,7 +447,7 @@ cdef inline int64_t lower_bound(const idx_t *rim, int64_t n, uint64_t x) noexcep
 
 cdef int block_walk(const val_t *g, uint64_t n_full, const idx_t *rim, int64_t n, val_t *d,
                      int64_t b0, int64_t b1, part_t *parts, int64_t *j_range,
-                     int *abort) noexcept nogil:
+                     int *abort, bint stream) noexcept nogil:
     # g, rim: in; d, parts, j_range: out; abort: in/out (shared by all threads).
     # The marking path done block by block, for a block-ordered map (one whose entries'
     # blocks never decrease: every sorted map is one): the entries of block b are then
@@ -422,14 +474,18 @@ cdef int block_walk(const val_t *g, uint64_t n_full, const idx_t *rim, int64_t n
             if u >= blen:
                 if key(rim[j]) < bstart:   # an entry of an earlier block: not block-ordered
                     sfer_flag_set(abort)
+                    sfer_stream_fence()
                     return 1
                 break
-            d[j] = g[bstart + u]
+            put(&d[j], &g[bstart + u], stream)
             mark[u] = 1
+            sfer_prefetch(&rim[j + 512])
             j += 1
         if sfer_flag_get(abort):
+            sfer_stream_fence()
             return 1
         block_sum_masked(g + bstart, mark, 0, <int64_t>blen, &parts[b])
+    sfer_stream_fence()
     j_range[1] = j
     return 0
 
@@ -469,8 +525,9 @@ cdef bint looks_block_ordered(const idx_t *rim, int64_t n) noexcept nogil:
     return True
 
 
-cdef bint try_block_ordered(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n, val_t *d,
-                     int nthreads, int64_t nb, part_t *parts) noexcept nogil:
+cdef bint try_block_ordered(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n,
+                            val_t *d, int nthreads, int64_t nb, part_t *parts,
+                            bint stream) noexcept nogil:
     # d, parts: out.  The block-ordered path; True when it applied (map block-ordered and in
     # range).
     cdef int64_t *j_ranges = <int64_t *>malloc(2 * nthreads * sizeof(int64_t))
@@ -483,11 +540,13 @@ cdef bint try_block_ordered(const val_t *g, int64_t n_full, const idx_t *rim, in
         free(status)
         return False
     if nthreads == 1:
-        status[0] = block_walk(g, <uint64_t>n_full, rim, n, d, 0, nb, parts, j_ranges, &abort)
+        status[0] = block_walk(g, <uint64_t>n_full, rim, n, d, 0, nb, parts, j_ranges, &abort,
+                               stream)
     else:
         for t in prange(nthreads, schedule='static', num_threads=nthreads):
             status[t] = block_walk(g, <uint64_t>n_full, rim, n, d, t * nb // nthreads,
-                                    (t + 1) * nb // nthreads, parts, &j_ranges[2 * t], &abort)
+                                    (t + 1) * nb // nthreads, parts, &j_ranges[2 * t], &abort,
+                                   stream)
     for t in range(nthreads):
         if status[t] != 0:
             ok = False
@@ -504,7 +563,7 @@ cdef bint try_block_ordered(const val_t *g, int64_t n_full, const idx_t *rim, in
 
 
 cdef int64_t marking(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n, val_t *d,
-                     int nthreads, int64_t nb, part_t *parts) noexcept nogil:
+                     int nthreads, int64_t nb, part_t *parts, bint stream) noexcept nogil:
     # d, parts: out.  The general path: gather and mark referenced positions, then sum the
     # unmarked ones block by block.  Returns -1, the first out-of-range j, or ERR_NOMEM.
     cdef uint8_t *mark = <uint8_t *>calloc(<size_t>n_full + 1, 1)
@@ -517,11 +576,11 @@ cdef int64_t marking(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n
         free(bad)
         return ERR_NOMEM
     if nthreads == 1:
-        bad[0] = gather_mark(g, <uint64_t>n_full, rim, d, mark, 0, n)
+        bad[0] = gather_mark(g, <uint64_t>n_full, rim, d, mark, 0, n, stream)
     else:
         for t in prange(nthreads, schedule='static', num_threads=nthreads):
             bad[t] = gather_mark(g, <uint64_t>n_full, rim, d, mark,
-                                 t * n // nthreads, (t + 1) * n // nthreads)
+                                 t * n // nthreads, (t + 1) * n // nthreads, stream)
     for t in range(nthreads):
         if bad[t] >= 0 and (first_bad < 0 or bad[t] < first_bad):
             first_bad = bad[t]
@@ -551,8 +610,11 @@ cdef int64_t run_grad(const val_t *g, int64_t n_full, const idx_t *rim, int64_t 
         return ERR_NOMEM
     if nthreads > nb:
         nthreads = <int>nb
-    if not try_block_ordered(g, n_full, rim, n, d, nthreads, nb, parts):
-        res = marking(g, n_full, rim, n, d, nthreads, nb, parts)
+    # A large output is written with non-temporal stores: nobody reads it back soon enough
+    # for it to still be in cache, and it would evict the inputs.
+    cdef bint stream = n * <int64_t>sizeof(val_t) >= STREAM_BYTES
+    if not try_block_ordered(g, n_full, rim, n, d, nthreads, nb, parts, stream):
+        res = marking(g, n_full, rim, n, d, nthreads, nb, parts, stream)
     if res == -1:
         combine(parts, nb, total)
     free(parts)
