@@ -72,9 +72,16 @@ cdef extern from *:
         }
         return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
     }
-    /* Marks may be stored by several threads at once: relaxed atomic byte stores. */
-    static inline void sfer_mark_set(uint8_t *m, uint64_t i) {
-        __atomic_store_n(m + i, (uint8_t)1, __ATOMIC_RELAXED);
+    /* Bit i of a bitmap; atomically where threads share the bitmap. */
+    static inline void sfer_bit_set(uint64_t *bits, uint64_t i, int atomic) {
+        uint64_t m = (uint64_t)1 << (i & 63);
+        if (atomic) __atomic_fetch_or(bits + (i >> 6), m, __ATOMIC_RELAXED);
+        else bits[i >> 6] |= m;
+    }
+    /* The 64 bits of m as 64 bytes 0/1, bit i to out[i]. */
+    static inline void sfer_bits_to_bytes(uint64_t m, uint8_t *out) {
+        int i;
+        for (i = 0; i < 64; i++) out[i] = (uint8_t)((m >> i) & 1u);
     }
     /* All ones when skip == 0, else zero; and v, or +0 when skip is set. */
     static inline uint64_t sfer_keep_mask(uint8_t skip) { return (uint64_t)0 - (uint64_t)(skip == 0); }
@@ -193,7 +200,8 @@ cdef extern from *:
     float sfer_f16_to_float(sfer_f16 h) noexcept nogil
     float sfer_bf16_to_float(sfer_bf16 h) noexcept nogil
     uint16_t sfer_double_to_bf16_bits(double d) noexcept nogil
-    void sfer_mark_set(uint8_t *m, uint64_t i) noexcept nogil
+    void sfer_bit_set(uint64_t *bits, uint64_t i, int atomic) noexcept nogil
+    void sfer_bits_to_bytes(uint64_t m, uint8_t *out) noexcept nogil
     uint64_t sfer_keep_mask(uint8_t skip) noexcept nogil
     double sfer_keep(double v, uint8_t skip) noexcept nogil
     int64_t sfer_masked_sum_f32(const float *g, const uint8_t *mark, int64_t len,
@@ -236,6 +244,7 @@ cpdef enum:
 cdef enum:
     BLOCK = 4096            # positions per summation block (a multiple of 8)
     SERIAL_BELOW = 65536    # N + N_full below this: one thread (a parallel region costs more)
+    MAX_BITMAPS = 8         # threads with a bitmap of their own on the marking path
     PREFETCH_AHEAD = 24     # entries between a prefetch and its use on the marking path
     STREAM_BYTES = 1 << 25  # outputs from 32 MiB up are written with non-temporal stores
     ERR_NOMEM = -2
@@ -409,8 +418,9 @@ cdef void block_sum_masked(const val_t *g, const uint8_t *mark, int64_t k0, int6
 
 
 cdef int64_t gather_mark(const val_t *g, uint64_t n_full, const idx_t *rim, val_t *d,
-                         uint8_t *mark, int64_t j0, int64_t j1, bint stream) noexcept nogil:
-    # g, rim: in; d, mark: out.  For j0 <= j < j1: d[j] = g[rim[j]] and mark[rim[j]] = 1.
+                         uint64_t *bits, bint atomic, int64_t j0, int64_t j1,
+                         bint stream) noexcept nogil:
+    # g, rim: in; d, bits: out.  For j0 <= j < j1: d[j] = g[rim[j]] and bit rim[j] set.
     # Returns the first j whose entry is out of range (stopping there), or -1.
     cdef int64_t j
     cdef uint64_t r, ahead
@@ -425,9 +435,9 @@ cdef int64_t gather_mark(const val_t *g, uint64_t n_full, const idx_t *rim, val_
             ahead = key(rim[j + PREFETCH_AHEAD])
             if ahead < n_full:
                 sfer_prefetch(&g[ahead])
-                sfer_prefetch_w(&mark[ahead])
+                sfer_prefetch_w(&bits[ahead >> 6])
         put(&d[j], &g[r], stream)
-        sfer_mark_set(mark, r)
+        sfer_bit_set(bits, r, atomic)
     sfer_stream_fence()
     return -1
 
@@ -468,7 +478,7 @@ cdef int block_walk(const val_t *g, uint64_t n_full, const idx_t *rim, int64_t n
     for b in range(b0, b1):
         bstart = <uint64_t>(b * BLOCK)
         blen = <uint64_t>min(BLOCK, k1 - b * BLOCK)
-        memset(mark, 0, BLOCK)
+        memset(mark, 0, blen)
         while j < n:    # the hot loop: one subtraction and one compare per entry
             u = key(rim[j]) - bstart
             if u >= blen:
@@ -529,20 +539,26 @@ cdef bint try_block_ordered(const val_t *g, int64_t n_full, const idx_t *rim, in
                             val_t *d, int nthreads, int64_t nb, part_t *parts,
                             bint stream) noexcept nogil:
     # d, parts: out.  The block-ordered path; True when it applied (map block-ordered and in
-    # range).
-    cdef int64_t *j_ranges = <int64_t *>malloc(2 * nthreads * sizeof(int64_t))
-    cdef int *status = <int *>malloc(nthreads * sizeof(int))
+    # range).  With one block every map is block-ordered: no screen, no allocation.
+    cdef int64_t one_range[2]
+    cdef int one_status
+    cdef int64_t *j_ranges = one_range
+    cdef int *status = &one_status
     cdef int abort = 0
     cdef int t
-    cdef bint ok = looks_block_ordered(rim, n)
-    if not ok or j_ranges == NULL or status == NULL:
-        free(j_ranges)
-        free(status)
+    cdef bint ok = nb == 1 or looks_block_ordered(rim, n)
+    if not ok:
         return False
     if nthreads == 1:
         status[0] = block_walk(g, <uint64_t>n_full, rim, n, d, 0, nb, parts, j_ranges, &abort,
                                stream)
     else:
+        j_ranges = <int64_t *>malloc(2 * nthreads * sizeof(int64_t))
+        status = <int *>malloc(nthreads * sizeof(int))
+        if j_ranges == NULL or status == NULL:
+            free(j_ranges)
+            free(status)
+            return False
         for t in prange(nthreads, schedule='static', num_threads=nthreads):
             status[t] = block_walk(g, <uint64_t>n_full, rim, n, d, t * nb // nthreads,
                                     (t + 1) * nb // nthreads, parts, &j_ranges[2 * t], &abort,
@@ -557,41 +573,67 @@ cdef bint try_block_ordered(const val_t *g, int64_t n_full, const idx_t *rim, in
         for t in range(nthreads - 1):
             if j_ranges[2 * t + 1] != j_ranges[2 * t + 2]:
                 ok = False
-    free(j_ranges)
-    free(status)
+    if nthreads > 1:
+        free(j_ranges)
+        free(status)
     return ok
+
+
+cdef void block_sum_bits(const val_t *g, const uint64_t *bits, int64_t words, int nmaps,
+                         int64_t k0, int64_t k1, part_t *out) noexcept nogil:
+    # g, bits: in; out: out.  The sum of g[k], k0 <= k < k1 (k0 % 4096 == 0), whose bit is set
+    # in none of the nmaps bitmaps (each `words` long): their union becomes a block-sized byte
+    # mark array, then the same masked sum as on the block-ordered path.
+    cdef uint8_t mark[BLOCK]
+    cdef int64_t w, w0 = k0 // 64, w1 = (k1 + 63) // 64
+    cdef uint64_t m
+    cdef int i
+    for w in range(w0, w1):
+        m = 0
+        for i in range(nmaps):
+            m |= bits[i * words + w]
+        sfer_bits_to_bytes(m, &mark[(w - w0) * 64])
+    block_sum_masked(g + k0, mark, 0, k1 - k0, out)
 
 
 cdef int64_t marking(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n, val_t *d,
                      int nthreads, int64_t nb, part_t *parts, bint stream) noexcept nogil:
-    # d, parts: out.  The general path: gather and mark referenced positions, then sum the
-    # unmarked ones block by block.  Returns -1, the first out-of-range j, or ERR_NOMEM.
-    cdef uint8_t *mark = <uint8_t *>calloc(<size_t>n_full + 1, 1)
+    # d, parts: out.  The general path: gather and mark referenced positions in bitmaps, then
+    # sum the unmarked ones block by block.  Each thread has a bitmap of its own (plain bit
+    # sets, no atomics) up to MAX_BITMAPS threads; more threads share them (atomic sets).
+    # Extra memory: nmaps bits per position, at most one byte.  Returns -1, the first
+    # out-of-range j, or ERR_NOMEM.
+    cdef int nmaps = min(nthreads, MAX_BITMAPS)
+    cdef int64_t words = (n_full + 63) // 64
+    cdef uint64_t *bits = <uint64_t *>calloc(<size_t>(nmaps * words), sizeof(uint64_t))
     cdef int64_t *bad = <int64_t *>malloc(nthreads * sizeof(int64_t))
     cdef int64_t first_bad = -1
-    cdef int64_t b, j0, j1
+    cdef int64_t b
     cdef int t
-    if mark == NULL or bad == NULL:
-        free(mark)
+    if bits == NULL or bad == NULL:
+        free(bits)
         free(bad)
         return ERR_NOMEM
     if nthreads == 1:
-        bad[0] = gather_mark(g, <uint64_t>n_full, rim, d, mark, 0, n, stream)
+        bad[0] = gather_mark(g, <uint64_t>n_full, rim, d, bits, False, 0, n, stream)
     else:
         for t in prange(nthreads, schedule='static', num_threads=nthreads):
-            bad[t] = gather_mark(g, <uint64_t>n_full, rim, d, mark,
-                                 t * n // nthreads, (t + 1) * n // nthreads, stream)
+            bad[t] = gather_mark(g, <uint64_t>n_full, rim, d, &bits[(t % nmaps) * words],
+                                 nthreads > nmaps, t * n // nthreads, (t + 1) * n // nthreads,
+                                 stream)
     for t in range(nthreads):
         if bad[t] >= 0 and (first_bad < 0 or bad[t] < first_bad):
             first_bad = bad[t]
     if first_bad < 0:
         if nthreads == 1:
             for b in range(nb):
-                block_sum_masked(g, mark, b * BLOCK, min((b + 1) * BLOCK, n_full), &parts[b])
+                block_sum_bits(g, bits, words, nmaps, b * BLOCK, min((b + 1) * BLOCK, n_full),
+                               &parts[b])
         else:
             for b in prange(nb, schedule='static', num_threads=nthreads):
-                block_sum_masked(g, mark, b * BLOCK, min((b + 1) * BLOCK, n_full), &parts[b])
-    free(mark)
+                block_sum_bits(g, bits, words, nmaps, b * BLOCK, min((b + 1) * BLOCK, n_full),
+                               &parts[b])
+    free(bits)
     free(bad)
     return first_bad
 
@@ -600,14 +642,16 @@ cdef int64_t run_grad(const val_t *g, int64_t n_full, const idx_t *rim, int64_t 
                       int nthreads, part_t *total) noexcept nogil:
     # d, total: out.  Returns -1 on success, the first out-of-range j, or ERR_NOMEM.
     cdef int64_t nb = (n_full + BLOCK - 1) // BLOCK
-    cdef part_t *parts
+    cdef part_t few_parts[4]
+    cdef part_t *parts = few_parts
     cdef int64_t res = -1
     combine(NULL, 0, total)
     if n_full == 0:
         return 0 if n > 0 else -1
-    parts = <part_t *>malloc(nb * sizeof(part_t))
-    if parts == NULL:
-        return ERR_NOMEM
+    if nb > 4:
+        parts = <part_t *>malloc(nb * sizeof(part_t))
+        if parts == NULL:
+            return ERR_NOMEM
     if nthreads > nb:
         nthreads = <int>nb
     # A large output is written with non-temporal stores: nobody reads it back soon enough
@@ -617,7 +661,8 @@ cdef int64_t run_grad(const val_t *g, int64_t n_full, const idx_t *rim, int64_t 
         res = marking(g, n_full, rim, n, d, nthreads, nb, parts, stream)
     if res == -1:
         combine(parts, nb, total)
-    free(parts)
+    if parts != few_parts:
+        free(parts)
     return res
 
 
