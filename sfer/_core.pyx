@@ -28,11 +28,33 @@ from libc.string cimport memset
 
 from sfer._openmp cimport SFER_HAVE_OPENMP, omp_get_max_threads
 
+import os
+
 from sfer._result import GradResult
 
 cnp.import_array()
 
 cdef object _tuple_new = tuple.__new__
+
+# Fork safety.  GNU libgomp hangs a forked child that enters a parallel region after the
+# parent already ran one (its thread pool does not survive fork).  A child created by fork()
+# therefore runs every call on its own thread, never entering OpenMP (the serial path calls
+# the kernels directly).  Processes started by spawn or forkserver are not affected.
+cdef bint _forked_child = False
+
+
+def _after_fork_in_child():
+    global _forked_child
+    _forked_child = True
+    sfer_calls_reset()
+
+
+def in_forked_child():
+    """True in a process created by fork() from one that had imported sfer (runs serially)."""
+    return bool(_forked_child)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 cdef extern from *:
     """
@@ -184,6 +206,11 @@ cdef extern from *:
         _mm_sfence();
     #endif
     }
+    /* The number of calls in their kernels right now (all threads). */
+    static int sfer_calls = 0;
+    static inline int sfer_calls_enter(void) { return __atomic_add_fetch(&sfer_calls, 1, __ATOMIC_RELAXED); }
+    static inline void sfer_calls_leave(void) { __atomic_sub_fetch(&sfer_calls, 1, __ATOMIC_RELAXED); }
+    static inline void sfer_calls_reset(void) { __atomic_store_n(&sfer_calls, 0, __ATOMIC_RELAXED); }
     static inline int sfer_flag_get(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
     static inline void sfer_flag_set(int *p) { __atomic_store_n(p, 1, __ATOMIC_RELAXED); }
     """
@@ -213,6 +240,9 @@ cdef extern from *:
     void sfer_stream_fence() noexcept nogil
     void sfer_prefetch(const void *p) noexcept nogil
     void sfer_prefetch_w(void *p) noexcept nogil
+    int sfer_calls_enter() noexcept nogil
+    void sfer_calls_leave() noexcept nogil
+    void sfer_calls_reset() noexcept nogil
     int sfer_flag_get(int *p) noexcept nogil
     void sfer_flag_set(int *p) noexcept nogil
 
@@ -822,13 +852,20 @@ cdef int64_t run_checked(cnp.ndarray rim, cnp.ndarray g, cnp.ndarray d, int vkin
     cdef int64_t n = cnp.PyArray_DIM(rim, 0)
     cdef int64_t n_full = cnp.PyArray_DIM(g, 0)
     cdef int64_t bad
+    cdef int active
     cdef int nthreads = num_threads
-    if nthreads <= 0:
-        nthreads = omp_get_max_threads()
-    if n + n_full < SERIAL_BELOW or nthreads < 1:
+    if n + n_full < SERIAL_BELOW or _forked_child:
         nthreads = 1
     with nogil:
+        # Thread policy: num_threads (default: OpenMP's max_threads, which OMP_NUM_THREADS and
+        # threadpoolctl set) is shared out among the calls running at the same moment, so
+        # that many Python threads calling sfer at once do not oversubscribe the cores.
+        active = sfer_calls_enter()
+        if nthreads <= 0:
+            nthreads = omp_get_max_threads()
+        nthreads = max(1, nthreads // active)
         bad = run_value(gp, vkind, n_full, rp, ikind, n, dp, nthreads, total)
+        sfer_calls_leave()
     if bad == ERR_NOMEM:
         raise MemoryError("sfer: could not allocate the kernel's work space")
     if bad >= 0:
