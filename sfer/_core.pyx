@@ -274,6 +274,7 @@ cpdef enum:
 cdef enum:
     BLOCK = 4096            # positions per summation block (a multiple of 8)
     SERIAL_BELOW = 65536    # N + N_full below this: one thread (a parallel region costs more)
+    MAX_WINDOW = 16         # blocks per window of a single-threaded block walk
     MAX_BITMAPS = 8         # threads with a bitmap of their own on the marking path
     PREFETCH_AHEAD = 24     # entries between a prefetch and its use on the marking path
     STREAM_BYTES = 1 << 25  # outputs from 32 MiB up are written with non-temporal stores
@@ -486,45 +487,50 @@ cdef inline int64_t lower_bound(const idx_t *rim, int64_t n, uint64_t x) noexcep
 
 
 cdef int block_walk(const val_t *g, uint64_t n_full, const idx_t *rim, int64_t n, val_t *d,
-                     int64_t b0, int64_t b1, part_t *parts, int64_t *j_range,
-                     int *abort, bint stream) noexcept nogil:
+                     int64_t b0, int64_t b1, int64_t window, part_t *parts,
+                     int64_t *j_range, int *abort, bint stream) noexcept nogil:
     # g, rim: in; d, parts, j_range: out; abort: in/out (shared by all threads).
-    # The marking path done block by block, for a block-ordered map (one whose entries'
-    # blocks never decrease: every sorted map is one): the entries of block b are then
+    # The marking path done a window of `window` blocks (at most MAX_WINDOW) at a time, for a
+    # window-ordered map (one whose entries' windows never decrease: every sorted map is
+    # one, and with a single window every map is): the entries of a window are then
     # consecutive, so one forward pass over the map gathers them and marks their positions in
-    # a block-sized (L1-resident) mark array, and the block's sum is taken while its
-    # grad_values are still in cache.  Returns 0 when every entry it met fitted a block-ordered
-    # map, with the range of j it covered in j_range[0:2]; 1 otherwise (the caller then falls
-    # back to the marking path, which also finds any out-of-range entry).
-    cdef uint8_t mark[BLOCK]
+    # a window-sized (cache-resident) mark array, and the window's block sums are taken while
+    # its grad_values are still in cache.  Returns 0 when every entry it met fitted a
+    # window-ordered map, with the range of j it covered in j_range[0:2]; 1 otherwise (the
+    # caller then falls back to the marking path, which also finds any out-of-range entry).
+    cdef uint8_t mark[MAX_WINDOW * BLOCK]
     cdef int64_t k1 = min(b1 * BLOCK, <int64_t>n_full)
     cdef int64_t j = lower_bound(rim, n, <uint64_t>(b0 * BLOCK))
-    cdef int64_t b
-    cdef uint64_t u, bstart, blen
+    cdef int64_t w, b
+    cdef uint64_t u, wstart, wlen
     if j > 0 and key(rim[j - 1]) >= <uint64_t>(b0 * BLOCK):
         sfer_flag_set(abort)
         return 1
     j_range[0] = j
-    for b in range(b0, b1):
-        bstart = <uint64_t>(b * BLOCK)
-        blen = <uint64_t>min(BLOCK, k1 - b * BLOCK)
-        memset(mark, 0, blen)
+    w = b0
+    while w < b1:
+        wstart = <uint64_t>(w * BLOCK)
+        wlen = <uint64_t>min(window * BLOCK, k1 - w * BLOCK)
+        memset(mark, 0, wlen)
         while j < n:    # the hot loop: one subtraction and one compare per entry
-            u = key(rim[j]) - bstart
-            if u >= blen:
-                if key(rim[j]) < bstart:   # an entry of an earlier block: not block-ordered
+            u = key(rim[j]) - wstart
+            if u >= wlen:
+                if key(rim[j]) < wstart:   # an entry of an earlier window: not ordered
                     sfer_flag_set(abort)
                     sfer_stream_fence()
                     return 1
                 break
-            put(&d[j], &g[bstart + u], stream)
+            put(&d[j], &g[wstart + u], stream)
             mark[u] = 1
             sfer_prefetch(&rim[j + 512])
             j += 1
         if sfer_flag_get(abort):
             sfer_stream_fence()
             return 1
-        block_sum_masked(g + bstart, mark, 0, <int64_t>blen, &parts[b])
+        for b in range(w, min(w + window, b1)):
+            block_sum_masked(g + b * BLOCK, &mark[(b - w) * BLOCK], 0,
+                             min(BLOCK, k1 - b * BLOCK), &parts[b])
+        w += window
     sfer_stream_fence()
     j_range[1] = j
     return 0
@@ -569,19 +575,20 @@ cdef bint try_block_ordered(const val_t *g, int64_t n_full, const idx_t *rim, in
                             val_t *d, int nthreads, int64_t nb, part_t *parts,
                             bint stream) noexcept nogil:
     # d, parts: out.  The block-ordered path; True when it applied (map block-ordered and in
-    # range).  With one block every map is block-ordered: no screen, no allocation.
+    # range).  With one thread and one window every map qualifies: no screen, no allocation.
     cdef int64_t one_range[2]
     cdef int one_status
     cdef int64_t *j_ranges = one_range
     cdef int *status = &one_status
     cdef int abort = 0
     cdef int t
-    cdef bint ok = nb == 1 or looks_block_ordered(rim, n)
+    cdef bint ok = (nb <= MAX_WINDOW and nthreads == 1) or looks_block_ordered(rim, n)
     if not ok:
         return False
     if nthreads == 1:
-        status[0] = block_walk(g, <uint64_t>n_full, rim, n, d, 0, nb, parts, j_ranges, &abort,
-                               stream)
+        # One thread over at most MAX_WINDOW blocks: one window, so any map qualifies.
+        status[0] = block_walk(g, <uint64_t>n_full, rim, n, d, 0, nb,
+                               nb if nb <= MAX_WINDOW else 1, parts, j_ranges, &abort, stream)
     else:
         j_ranges = <int64_t *>malloc(2 * nthreads * sizeof(int64_t))
         status = <int *>malloc(nthreads * sizeof(int))
@@ -591,7 +598,7 @@ cdef bint try_block_ordered(const val_t *g, int64_t n_full, const idx_t *rim, in
             return False
         for t in prange(nthreads, schedule='static', num_threads=nthreads):
             status[t] = block_walk(g, <uint64_t>n_full, rim, n, d, t * nb // nthreads,
-                                    (t + 1) * nb // nthreads, parts, &j_ranges[2 * t], &abort,
+                                    (t + 1) * nb // nthreads, 1, parts, &j_ranges[2 * t], &abort,
                                    stream)
     for t in range(nthreads):
         if status[t] != 0:
