@@ -354,33 +354,10 @@ cdef inline void lanes_zero(lanes_t *L) noexcept nogil:
         L.u[i] = 0
 
 
-cdef inline void lane_add(lanes_t *L, uint64_t k, val_t x) noexcept nogil:
-    # L: in/out.  Adds value x at position k to its lane.
-    cdef int l
-    if val_t is uint8_t or val_t is uint16_t or val_t is uint32_t or val_t is uint64_t:
-        L.u[k & 7] += <uint64_t>x
-    elif val_t is sfer_f16:
-        L.s[k & 7] += <double>sfer_f16_to_float(x)
-    elif val_t is sfer_bf16:
-        L.s[k & 7] += <double>sfer_bf16_to_float(x)
-    elif val_t is float:
-        L.s[k & 7] += <double>x
-    elif val_t is double:
-        neumaier(&L.s[k & 7], &L.c[k & 7], x)
-    elif val_t is sfer_c64:
-        l = <int>(k & 3) * 2
-        L.s[l] += <double>x.re
-        L.s[l + 1] += <double>x.im
-    elif val_t is sfer_c128:
-        l = <int>(k & 3) * 2
-        neumaier(&L.s[l], &L.c[l], x.re)
-        neumaier(&L.s[l + 1], &L.c[l + 1], x.im)
-
-
 cdef inline void lane_add_unless(lanes_t *L, uint64_t k, val_t x, uint8_t skip) noexcept nogil:
-    # Like lane_add, adding +0 instead of x when skip is set.  A bit mask, not a multiply (NaN
-    # * 0 is NaN) nor a branch (unpredictable; blocks vectorisation).  Adding +0 leaves every
-    # accumulator bit-identical (they are never -0).
+    # L: in/out.  Adds value x at position k to its lane, or +0 when skip is set: a bit mask,
+    # not a multiply (NaN * 0 is NaN) nor a branch (unpredictable; blocks vectorisation).
+    # Adding +0 leaves every accumulator bit-identical (they are never -0).
     cdef int l
     if val_t is uint8_t or val_t is uint16_t or val_t is uint32_t or val_t is uint64_t:
         L.u[k & 7] += <uint64_t>x & sfer_keep_mask(skip)
