@@ -1,0 +1,450 @@
+"""Differential fuzzing of sfer.sparse_fill_empty_rows_grad against tests/reference.py.
+
+Each example draws a whole call at random:
+
+* ``grad_values``: every supported dtype (bfloat16 through ml_dtypes included), N_full mostly
+  0..5000 and sometimes 65,536..100,000 (the parallel path); values exact, random, with
+  NaN/inf, or extreme;
+* ``reverse_index_map``: every integer dtype; sorted, shuffled, block-shuffled, almost sorted,
+  with duplicates, empty, longer than N_full; valid, or with out-of-range entries (too large,
+  negative, the dtype's extremes) at random positions;
+* the layout of each input: contiguous, strided, reversed, byte-swapped, read-only,
+  unaligned, combinations of these, or a Python list;
+* ``num_threads`` None, 1..4, 9 or 16 (more threads than per-thread bitmaps), and ``out=`` or
+  not.
+
+The outcome must match the reference: the same ``d_values`` bits and a ``d_default_value``
+within the tolerance of tests/checks.py (bit-identical to a single-threaded call on a
+contiguous copy and to the call with the map sorted), or the same exception type with the
+same message (so the same first bad ``j``).  The inputs must come back unchanged, and an
+``out=`` buffer zero-filled after an IndexError.
+
+The default ("ci") hypothesis profile keeps this file fast.  For a soak run::
+
+    HYPOTHESIS_PROFILE=long pytest tests/test_fuzz.py
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import event, given, note, settings
+from hypothesis.control import currently_in_test_context
+from hypothesis import strategies as st
+
+import sfer
+from checks import assert_bits_equal, check_result, make_values
+from reference import (
+    BFLOAT16,
+    GRAD_DTYPES,
+    MAP_DTYPES,
+    first_bad,
+    index_error_message,
+    native,
+    scalar_bits,
+)
+
+grad = sfer.sparse_fill_empty_rows_grad
+
+VALUE_NAMES = [d.name for d in GRAD_DTYPES] + (["bfloat16"] if BFLOAT16 is not None else [])
+MAP_NAMES = [d.name for d in MAP_DTYPES]
+SERIAL_BELOW = 65_536  # README: N + N_full below this runs on one thread
+BLOCK = 4096
+
+LAYOUTS = [
+    "contiguous",
+    "strided",
+    "reversed",
+    "byteswapped",
+    "byteswapped_strided",
+    "readonly",
+    "unaligned",
+    "readonly_unaligned_byteswapped",
+    "list",
+]
+
+MAP_KINDS = [
+    "empty",
+    "sorted_subset",
+    "shuffled_subset",
+    "block_shuffled",
+    "almost_sorted",
+    "duplicates",
+    "sorted_duplicates",
+    "all_permuted",
+    "reversed",
+    "longer_than_n_full",
+    "single_last",
+]
+
+#: max_examples of the loaded profile (conftest.py loads "ci", or $HYPOTHESIS_PROFILE, before
+#: this module is imported); each test runs a multiple of it, so "long" scales them all
+EXAMPLES = settings.default.max_examples
+
+# reference.round_float warns when an extreme sum rounds to inf: expected here
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+
+
+def dtype_of(name: str) -> np.dtype:
+    return BFLOAT16 if name == "bfloat16" else np.dtype(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a case
+
+
+def values_for(dtype: np.dtype, n: int, rng: np.random.Generator, flavor: str) -> np.ndarray:
+    """grad_values of ``dtype`` whose sum cannot overflow float64 (so the tolerance of
+    checks.check_sum applies), with NaN/inf for flavor "special"."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if flavor == "special":  # the extremes, 0 and -1 (wrapping sums)
+            pool = np.array([info.min, info.max, 0, info.max - 1, info.min + 1], dtype=dtype)
+            return rng.choice(pool, size=n)
+        return make_values(dtype, n, rng)
+    if flavor == "exact":
+        return make_values(dtype, n, rng, "exact")
+    if flavor == "extreme":
+        # large and tiny magnitudes, signed zeros; bounded so that float64 sums stay finite
+        if dtype == np.float16:
+            top = 6.0e4
+        elif BFLOAT16 is not None and dtype == BFLOAT16 or dtype in (np.float32, np.complex64):
+            top = 3.0e38
+        else:
+            top = 1.0e300
+        mags = np.array([top, top / 3, 1.0, 1e-7, 6e-8, 1e-40, 1e-310, 0.0])
+        x = rng.choice(mags, size=n) * rng.choice([-1.0, 1.0], size=n)
+        if dtype.kind == "c":
+            x = x + 1j * rng.choice(mags, size=n) * rng.choice([-1.0, 1.0], size=n)
+        with np.errstate(all="ignore"):
+            return x.astype(dtype)
+    x = make_values(dtype, n, rng, "random")
+    if flavor == "special" and n:
+        k = int(rng.integers(1, 4))
+        idx = rng.integers(0, n, size=k)
+        specials = rng.choice(np.array([np.nan, np.inf, -np.inf]), size=k)
+        if dtype.kind == "c":
+            x = x.copy()
+            part = x.real if rng.random() < 0.5 else x.imag
+            part[idx] = specials
+        else:
+            x[idx] = specials.astype(dtype)
+    return x
+
+
+def valid_map(kind: str, cap: int, n_full: int, rng: np.random.Generator, size_hint: float):
+    """An int64 map with entries in [0, cap) (cap: positions the map dtype can address)."""
+    if cap == 0 or kind == "empty":
+        return np.zeros(0, dtype=np.int64)
+    m = int(size_hint * cap)
+    if kind in ("sorted_subset", "shuffled_subset", "block_shuffled", "almost_sorted"):
+        rim = np.sort(rng.choice(cap, size=min(m, cap), replace=False))
+        if kind == "shuffled_subset":
+            rim = rng.permutation(rim)
+        elif kind == "block_shuffled":  # block-ordered, not sorted
+            blocks = rim // BLOCK
+            rim = rim[np.lexsort((rng.random(rim.size), blocks))]
+        elif kind == "almost_sorted" and rim.size >= 2:  # one far swap: not block-ordered late
+            i, j = sorted(rng.choice(rim.size, size=2, replace=False))
+            rim[[i, j]] = rim[[j, i]]
+        return rim
+    if kind in ("duplicates", "sorted_duplicates"):
+        rim = rng.integers(0, cap, size=m + 1)
+        rim[: min(4, rim.size)] = rim[0]
+        return np.sort(rim) if kind == "sorted_duplicates" else rim
+    if kind == "all_permuted":
+        return rng.permutation(cap)
+    if kind == "reversed":
+        return np.arange(cap)[::-1].copy()
+    if kind == "longer_than_n_full":
+        return rng.integers(0, cap, size=min(2 * n_full + 3, 200_000))
+    assert kind == "single_last"
+    return np.array([cap - 1])
+
+
+def bad_values(idtype: np.dtype, n_full: int) -> list[int]:
+    """Out-of-range entries the map dtype can hold."""
+    info = np.iinfo(idtype)
+    cands = [n_full, n_full + 1, n_full + 4096, 2 * n_full + 7, int(info.max)]
+    if idtype.kind == "i":
+        cands += [-1, -2, -n_full - 1, int(info.min)]
+    if idtype == np.uint64:
+        cands += [2**63, 2**64 - 1, 2**32 + n_full]
+    if idtype == np.int64:
+        cands += [2**32, -(2**32)]
+    return sorted({v for v in cands if info.min <= v <= info.max and not 0 <= v < n_full})
+
+
+def apply_layout(arr: np.ndarray, layout: str, rng: np.random.Generator):
+    """``arr`` (1-D, native) presented in ``layout``; returns (object to pass, owner), where
+    owner is the ndarray (or list) whose contents must survive the call unchanged."""
+    if layout == "list":
+        obj = arr.tolist()
+        return obj, obj
+    swapped = arr.dtype.newbyteorder("S") if arr.dtype.itemsize > 1 else arr.dtype
+    if layout == "contiguous":
+        a = arr.copy()
+        return a, a
+    if layout in ("strided", "byteswapped_strided", "reversed"):
+        step = int(rng.integers(2, 4)) if layout != "reversed" else 1
+        dt = swapped if layout == "byteswapped_strided" else arr.dtype
+        buf = np.zeros(arr.shape[0] * step + 1, dtype=dt)
+        view = buf[1::step][: arr.shape[0]] if layout != "reversed" else buf[1:][::-1]
+        view[...] = arr
+        return view, buf
+    if layout == "byteswapped":
+        a = arr.astype(swapped)
+        return a, a
+    if layout == "readonly":
+        a = arr.copy()
+        a.setflags(write=False)
+        return a, a
+    assert layout in ("unaligned", "readonly_unaligned_byteswapped")
+    dt = swapped if layout == "readonly_unaligned_byteswapped" else arr.dtype
+    raw = np.zeros(arr.nbytes + 1, dtype=np.uint8)
+    view = raw[1:].view(dt)
+    view[...] = arr
+    if layout == "readonly_unaligned_byteswapped":
+        view.setflags(write=False)
+    return view, raw
+
+
+def snapshot(owner):
+    if isinstance(owner, list):
+        return list(owner)
+    return owner.tobytes()
+
+
+def assert_unchanged(owner, snap, name: str) -> None:
+    if isinstance(owner, list):
+        assert len(owner) == len(snap) and all(a is b for a, b in zip(owner, snap)), (
+            f"{name} (a list) was modified"
+        )
+    else:
+        assert owner.tobytes() == snap, f"{name}'s buffer was modified"
+
+
+@dataclass
+class Case:
+    value_name: str
+    map_name: str
+    n_full: int
+    flavor: str
+    map_kind: str
+    bad: dict = field(default_factory=dict)  # position -> injected value
+    g_layout: str = "contiguous"
+    rim_layout: str = "contiguous"
+    num_threads: Any = None
+    use_out: bool = False
+    seed: int = 0
+    size_hint: float = 0.5  # map length relative to the addressable positions
+
+
+@st.composite
+def cases(draw, sizes, invalid: bool | None = None):
+    """A Case; ``invalid`` True forces out-of-range entries, False forbids them, None: maybe."""
+    value_name = draw(st.sampled_from(VALUE_NAMES))
+    map_name = draw(st.sampled_from(MAP_NAMES))
+    n_full = draw(sizes)
+    flavor = draw(st.sampled_from(["exact", "random", "special", "extreme"]))
+    map_kind = draw(st.sampled_from(MAP_KINDS))
+    seed = draw(st.integers(0, 2**32 - 1))
+    size_hint = draw(st.sampled_from([0.1, 0.5, 0.9, 1.0]))
+    case = Case(value_name, map_name, n_full, flavor, map_kind, seed=seed, size_hint=size_hint)
+    case.g_layout = draw(st.sampled_from(LAYOUTS))
+    case.rim_layout = draw(st.sampled_from(LAYOUTS))
+    # 9 and 16: more threads than per-thread bitmaps (8): the shared, atomic bitmaps
+    case.num_threads = draw(st.sampled_from([None, 1, 2, 3, 4, 9, 16]))
+    case.use_out = draw(st.booleans())
+    if invalid is None:
+        invalid = draw(st.integers(0, 3)) == 0
+    if invalid:
+        cands = bad_values(np.dtype(map_name), n_full)
+        if cands:
+            k = draw(st.integers(1, 3))
+            for _ in range(k):
+                pos = draw(st.floats(0.0, 1.0))  # relative position in the map
+                case.bad[pos] = draw(st.sampled_from(cands))
+    return case
+
+
+def build(case: Case):
+    """(rim object, g object, rim owner, g owner, out or None) for a Case."""
+    rng = np.random.default_rng(case.seed)
+    vdtype = dtype_of(case.value_name)
+    idtype = np.dtype(case.map_name)
+    g = values_for(vdtype, case.n_full, rng, case.flavor)
+    cap = min(case.n_full, int(np.iinfo(idtype).max) + 1)
+    rim = valid_map(case.map_kind, cap, case.n_full, rng, case.size_hint)
+    if case.bad:
+        if rim.size == 0:
+            rim = np.zeros(int(rng.integers(1, 6)), dtype=np.int64)
+        rim = rim.astype(object)  # Python ints: 2**64 - 1 fits
+        for pos, v in case.bad.items():
+            rim[min(int(pos * rim.size), rim.size - 1)] = v
+    rim = np.array(rim.tolist(), dtype=idtype) if rim.size else np.zeros(0, idtype)
+    rim_obj, rim_owner = apply_layout(rim, case.rim_layout, rng)
+    g_obj, g_owner = apply_layout(g, case.g_layout, rng)
+    return rim_obj, g_obj, rim_owner, g_owner
+
+
+def as_seen(rim_obj, g_obj):
+    """The arrays sfer sees (README: np.asarray; an empty sequence map is int64)."""
+    g_arr = np.asarray(g_obj)
+    rim_arr = np.asarray(rim_obj)
+    if not isinstance(rim_obj, np.ndarray) and rim_arr.size == 0:
+        rim_arr = rim_arr.astype(np.int64)
+    return rim_arr, g_arr
+
+
+# ---------------------------------------------------------------------------------------------
+# The differential check
+
+
+def _note(text: str) -> None:
+    """hypothesis.note inside a hypothesis test; nothing elsewhere."""
+    if currently_in_test_context():
+        note(text)
+
+
+def _event(text: str) -> None:
+    """hypothesis.event (shown by --hypothesis-show-statistics) inside a hypothesis test."""
+    if currently_in_test_context():
+        event(text)
+
+
+def run_case(case: Case) -> str:
+    """Run one case against the reference; returns the outcome ("ok" or the exception name)."""
+    _note(repr(case))
+    rim_obj, g_obj, rim_owner, g_owner = build(case)
+    rim_arr, g_arr = as_seen(rim_obj, g_obj)
+    out_dtype = native(g_arr.dtype)
+    n = rim_arr.shape[0]
+    out = None
+    if case.use_out:
+        out = np.empty(n, dtype=out_dtype)
+        out.view(np.uint8)[...] = 0xA5
+    snaps = snapshot(rim_owner), snapshot(g_owner)
+
+    # what the reference says
+    if rim_arr.dtype.kind not in "iu":
+        expected_exc, expected_msg = TypeError, None  # a list that numpy made non-integer
+    else:
+        bad = first_bad(rim_arr, g_arr.shape[0])
+        if bad is None:
+            expected_exc = expected_msg = None
+        else:
+            expected_exc = IndexError
+            expected_msg = index_error_message(bad[0], bad[1], g_arr.shape[0])
+    _note(f"N={n} N_full={g_arr.shape[0]} rim {rim_arr.dtype} g {g_arr.dtype}: "
+         f"expect {expected_exc.__name__ if expected_exc else 'success'}")
+
+    try:
+        res = grad(rim_obj, g_obj, num_threads=case.num_threads, out=out)
+    except (TypeError, ValueError, IndexError) as exc:
+        assert expected_exc is not None, f"unexpected {type(exc).__name__}: {exc}"
+        assert type(exc) is expected_exc, f"expected {expected_exc.__name__}, got {exc!r}"
+        if expected_msg is not None:
+            assert str(exc) == expected_msg
+        else:
+            assert "reverse_index_map" in str(exc)
+        if out is not None and expected_exc is IndexError:
+            assert not out.view(np.uint8).any(), "out= must be zero-filled after IndexError"
+        assert_unchanged(rim_owner, snaps[0], "reverse_index_map")
+        assert_unchanged(g_owner, snaps[1], "grad_values")
+        _event(f"outcome: {expected_exc.__name__}")
+        return expected_exc.__name__
+    assert expected_exc is None, f"expected {expected_exc.__name__} ({expected_msg}), got {res}"
+    assert_unchanged(rim_owner, snaps[0], "reverse_index_map")
+    assert_unchanged(g_owner, snaps[1], "grad_values")
+
+    check_result(res, rim_arr, g_arr)  # d_values bits + sum within checks.py's tolerance
+    if out is not None:
+        assert res.d_values is out
+    # bit-identical for every thread count, layout and map order
+    g_c = np.ascontiguousarray(g_arr.astype(out_dtype))
+    rim_c = np.ascontiguousarray(rim_arr.astype(native(rim_arr.dtype)))
+    serial = grad(rim_c, g_c, num_threads=1)
+    assert_bits_equal(serial.d_values, res.d_values)
+    assert scalar_bits(serial.d_default_value) == scalar_bits(res.d_default_value)
+    sorted_sum = grad(np.sort(rim_c), g_c, num_threads=case.num_threads).d_default_value
+    assert scalar_bits(sorted_sum) == scalar_bits(res.d_default_value)
+    _event("outcome: ok")
+    _event("parallel-sized" if n + g_arr.shape[0] >= SERIAL_BELOW else "serial-sized")
+    return "ok"
+
+
+SMALL = st.one_of(st.integers(0, 70), st.integers(0, 5000))
+MIXED = st.one_of(st.integers(0, 70), st.integers(0, 5000), st.integers(0, 5000),
+                  st.integers(SERIAL_BELOW, 100_000))
+PARALLEL = st.integers(SERIAL_BELOW - 2000, 100_000)
+
+
+@settings(max_examples=4 * EXAMPLES)
+@given(cases(MIXED))
+def test_fuzz_differential(case):
+    run_case(case)
+
+
+@settings(max_examples=2 * EXAMPLES)
+@given(cases(SMALL, invalid=True))
+def test_fuzz_invalid_maps(case):
+    outcome = run_case(case)
+    if case.bad:
+        # every injected value is out of range, so the call must fail (a list map that numpy
+        # turned into a non-integer array: TypeError)
+        assert outcome in ("IndexError", "TypeError")
+
+
+@settings(max_examples=max(10, EXAMPLES // 2))
+@given(cases(PARALLEL))
+def test_fuzz_parallel_sizes(case):
+    run_case(case)
+
+
+@given(cases(st.integers(0, 3), invalid=None))
+def test_fuzz_tiny_and_empty(case):
+    run_case(case)
+
+
+def test_fuzz_harness_detects_a_wrong_result(monkeypatch):
+    """The differential check is not vacuous: a wrong sum, a wrong d_values bit or a wrong
+    first bad j makes run_case fail."""
+    import sys
+
+    good = Case("float64", "int64", 100, "exact", "shuffled_subset", seed=1)
+    bad = Case("float32", "int32", 50, "exact", "sorted_subset", bad={0.5: -1}, seed=2)
+    assert run_case(good) == "ok"
+    assert run_case(bad) == "IndexError"
+    real = sfer.sparse_fill_empty_rows_grad
+
+    def sum_plus_one(rim, g, *, num_threads=None, out=None):
+        r = real(rim, g, num_threads=num_threads, out=out)
+        return sfer.GradResult(r.d_values, r.d_default_value + 1)
+
+    def flip_a_bit(rim, g, *, num_threads=None, out=None):
+        r = real(rim, g, num_threads=num_threads, out=out)
+        d = r.d_values.copy()
+        d.view(np.uint8)[0] ^= 1
+        return sfer.GradResult(d, r.d_default_value)
+
+    def wrong_j(rim, g, *, num_threads=None, out=None):
+        try:
+            return real(rim, g, num_threads=num_threads, out=out)
+        except IndexError as exc:
+            j, rest = re.fullmatch(r"reverse_index_map\[(\d+)\](.*)", str(exc)).groups()
+            raise IndexError(f"reverse_index_map[{int(j) + 1}]{rest}") from None
+
+    module = sys.modules[__name__]
+    for fake, case in ((sum_plus_one, good), (flip_a_bit, good), (wrong_j, bad)):
+        monkeypatch.setattr(module, "grad", fake)
+        try:
+            run_case(case)
+        except AssertionError:
+            pass
+        else:
+            raise AssertionError(f"the fuzz harness accepted {fake.__name__}")

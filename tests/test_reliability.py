@@ -1,0 +1,1079 @@
+"""Reliability: fork safety, many Python threads, threadpoolctl, GIL release, hostile input,
+64-bit sizes, leaks, and inputs that are never written.
+
+A probe that could hang or crash (fork + OpenMP, concurrent calls, malformed input, N_full above
+2**31, read-only memory maps, thousands of calls) runs in a child interpreter with a time limit;
+the test then asserts on what the child printed (one JSON line) and on its exit status, so a
+hang or a segfault is a test failure, not a stuck or dead test run.
+
+Environment: SFER_SANITIZE=1 (ci/sanitize.sh: ASan/UBSan) shrinks the largest inputs and
+lengthens the time limits; SFER_ALLOW_SERIAL_BUILD=1 accepts a build without OpenMP.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sfer
+import sfer._core
+from checks import check_result
+from reference import BFLOAT16, index_error_message
+
+grad = sfer.sparse_fill_empty_rows_grad
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+SANITIZE = os.environ.get("SFER_SANITIZE") == "1"
+ALLOW_SERIAL = os.environ.get("SFER_ALLOW_SERIAL_BUILD") == "1"
+SLOW = 4 if SANITIZE else 1  # time limits are multiplied by this under the sanitizers
+
+# Put at the top of every probe script: the installed sfer, never the checkout; tests/ last
+# (for reference.py, checks.py and this module).
+PRELUDE = f"""\
+import os, sys
+sys.path[:] = [p for p in sys.path if p and os.path.realpath(p) != {str(REPO_ROOT)!r}]
+sys.path.append({str(TESTS_DIR)!r})
+"""
+
+
+def run_probe(tmp_path: Path, name: str, body: str, *, timeout: float, args=(), env=None):
+    """Run ``body`` as a script in a new session, killing the whole session (pool workers and
+    forked children included) after ``timeout`` seconds.  Returns the JSON object the script
+    printed on its last line of stdout; fails the test on a hang, a crash or a non-zero exit."""
+    script = tmp_path / f"probe_{name}.py"  # (never the name of a module it imports)
+    script.write_text(PRELUDE + textwrap.dedent(body))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *map(str, args)], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout * SLOW)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"probe {name} did not finish within {timeout * SLOW} s (a hang?)\n"
+                    f"--- stdout\n{out[-3000:]}\n--- stderr\n{err[-3000:]}")
+    if proc.returncode != 0:
+        how = (f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+               else f"exit status {proc.returncode}")
+        pytest.fail(f"probe {name} failed ({how})\n--- stdout\n{out[-3000:]}\n"
+                    f"--- stderr\n{err[-5000:]}")
+    lines = out.strip().splitlines()
+    assert lines, f"probe {name} printed nothing; stderr:\n{err[-3000:]}"
+    return json.loads(lines[-1])
+
+
+# =============================================================================================
+# 1. fork: a forked child runs serially (GNU libgomp would hang it), spawn keeps its threads
+# =============================================================================================
+
+FORK_PROBE = """
+import json, multiprocessing as mp, signal, sys, threading, time
+import numpy as np
+import sfer, sfer._core as core
+
+N_FULL = 2_000_000        # N + N_full far above the serial threshold: parallel regions run
+
+
+def inputs(seed):
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal(N_FULL).astype(np.float32)
+    rim = rng.integers(0, N_FULL, size=N_FULL // 2)  # shuffled, duplicates: marking path
+    return rim, g
+
+
+def run(seed, num_threads=2):
+    \"\"\"Both kernel paths on one input, checked against g[rim] and a float64 masked sum.\"\"\"
+    rim, g = inputs(seed)
+    results = {}
+    for label, m in (("shuffled", rim), ("sorted", np.sort(rim))):
+        r = sfer.sparse_fill_empty_rows_grad(m, g, num_threads=num_threads)
+        values_ok = np.array_equal(r.d_values.view(np.uint32), g[m].view(np.uint32))
+        mask = np.ones(N_FULL, bool)
+        mask[m] = False
+        rest = g[mask].astype(np.float64)
+        expected = float(np.sum(rest))
+        tol = float(np.spacing(np.float32(abs(expected)))) + 4 * rest.size * 2.0**-53 * float(
+            np.sum(np.abs(rest)))
+        sum_ok = abs(float(r.d_default_value) - expected) <= tol
+        bits = int(np.array(r.d_default_value, np.float32).view(np.uint32))
+        results[label] = [bool(values_ok), bool(sum_ok), bits]
+    return {"seed": seed, "pid": os.getpid(), "forked": core.in_forked_child(),
+            "results": results, "max_threads": core.max_threads()}
+
+
+if __name__ == "__main__":
+    mode, WAIT = sys.argv[1], float(sys.argv[2])
+    report = {"openmp": sfer.openmp_enabled(), "parent_pid": os.getpid()}
+    seeds = [1, 2, 3, 4]
+    # the parent runs parallel regions first: libgomp's thread pool exists at fork time
+    report["parent"] = {s: run(s) for s in seeds}
+    if mode == "pool":
+        with mp.get_context("fork").Pool(2) as pool:
+            try:
+                report["children"] = pool.map_async(run, seeds).get(timeout=WAIT)
+            except mp.TimeoutError:
+                report["children"] = "timeout"
+    elif mode in ("raw", "raw_busy"):
+        path = sys.argv[3]
+        stop = threading.Event()
+        if mode == "raw_busy":  # a thread keeps the parent in parallel regions across the fork
+            busy_in = inputs(99)
+
+            def busy():
+                while not stop.is_set():
+                    sfer.sparse_fill_empty_rows_grad(*busy_in, num_threads=2)
+
+            threading.Thread(target=busy, daemon=True).start()
+            time.sleep(0.2)
+        pid = os.fork()
+        if pid == 0:
+            code = 3
+            try:
+                r = run(seeds[0])
+                with open(path, "w") as f:
+                    json.dump(r, f)
+                same = r["results"] == report["parent"][seeds[0]]["results"]
+                code = 0 if r["forked"] and same else 1
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + WAIT
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                report["child_exit"] = os.waitstatus_to_exitcode(status)
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                report["child_exit"] = "timeout"
+                break
+            time.sleep(0.02)
+        stop.set()
+        if report["child_exit"] == 0:
+            with open(path) as f:
+                report["children"] = [json.load(f)]
+    else:  # spawn and forkserver start a fresh interpreter (forkserver: fork of a fresh one)
+        report["children"] = []
+        for method in ("spawn", "forkserver"):
+            with mp.get_context(method).Pool(1) as pool:
+                try:
+                    c = pool.map_async(run, seeds[:1]).get(timeout=WAIT)[0]
+                except mp.TimeoutError:
+                    c = "timeout"
+            report["children"].append([method, c])
+    # the parent goes on working in parallel after its children
+    report["parent_after"] = run(seeds[0])
+    print(json.dumps(report))
+"""
+
+
+def check_fork_report(report, children):
+    assert ALLOW_SERIAL or report["openmp"], "sfer was built without OpenMP"
+    parent = report["parent"]
+    for seed, p in parent.items():
+        assert p["forked"] is False, "in_forked_child() is True in the parent"
+        for label, (values_ok, sum_ok, _) in p["results"].items():
+            assert values_ok and sum_ok, f"parent seed {seed} {label}: wrong result"
+    assert report["parent_after"]["forked"] is False
+    assert report["parent_after"]["results"] == parent["1"]["results"]
+    assert children and all(c != "timeout" for c in children), f"children: {children}"
+    for c in children:
+        seed = str(c["seed"])
+        assert c["pid"] != report["parent_pid"]
+        for label, (values_ok, sum_ok, bits) in c["results"].items():
+            assert values_ok, f"child seed {seed} {label}: d_values != g[rim]"
+            assert sum_ok, f"child seed {seed} {label}: d_default_value off"
+            # serial in the child, parallel in the parent: the same bits
+            assert bits == parent[seed]["results"][label][2], (seed, label)
+
+
+def test_fork_pool_after_parallel_region(tmp_path):
+    """multiprocessing's fork Pool after the parent ran parallel regions: no hang (libgomp
+    would hang the children), right results, in_forked_child() True only in the children."""
+    report = run_probe(tmp_path, "fork_pool", FORK_PROBE, timeout=90, args=["pool", 60])
+    assert report["children"] != "timeout", "fork Pool workers hung (OpenMP after fork?)"
+    check_fork_report(report, report["children"])
+    for c in report["children"]:
+        assert c["forked"] is True, "in_forked_child() is False in a fork Pool worker"
+
+
+def test_raw_os_fork_after_parallel_region(tmp_path):
+    """A bare os.fork() child calls sfer with num_threads=2 after the parent ran parallel
+    regions: it finishes (exit status 0 = correct and in_forked_child() True)."""
+    report = run_probe(tmp_path, "fork_raw", FORK_PROBE, timeout=90,
+                       args=["raw", 60, tmp_path / "child.json"])
+    assert report["child_exit"] != "timeout", "the forked child hung (OpenMP after fork?)"
+    assert report["child_exit"] == 0, f"the forked child failed: exit {report['child_exit']}"
+    check_fork_report(report, report["children"])
+    assert report["children"][0]["forked"] is True
+
+
+def test_os_fork_while_another_thread_is_in_a_parallel_region(tmp_path):
+    """fork() while a parent thread is inside sfer's parallel regions (a DataLoader-style
+    fork from a busy process): the child's calls still finish, serially and correctly."""
+    report = run_probe(tmp_path, "fork_busy", FORK_PROBE, timeout=90,
+                       args=["raw_busy", 60, tmp_path / "child.json"])
+    assert report["child_exit"] != "timeout", "the forked child hung"
+    assert report["child_exit"] == 0, f"the forked child failed: exit {report['child_exit']}"
+    check_fork_report(report, report["children"])
+    assert report["children"][0]["forked"] is True
+
+
+def test_spawn_and_forkserver_children_keep_parallelism(tmp_path):
+    """spawn and forkserver children are not "forked children": OpenMP stays on."""
+    report = run_probe(tmp_path, "spawn", FORK_PROBE, timeout=120, args=["spawn", 90])
+    children = [c for _, c in report["children"]]
+    check_fork_report(report, children)
+    for method, c in report["children"]:
+        assert c["forked"] is False, f"{method} child runs as a forked child (serial)"
+        assert c["max_threads"] == report["parent"]["1"]["max_threads"], method
+
+
+def test_in_forked_child_false_in_test_process():
+    assert sfer._core.in_forked_child() is False
+    assert sfer._core.max_threads() >= 1
+
+
+# =============================================================================================
+# 2. many Python threads at once; threadpoolctl
+# =============================================================================================
+
+THREADS_PROBE = """
+import json, threading
+import numpy as np
+import sfer
+
+N_FULL, N = 300_000, 200_000
+rng = np.random.default_rng(5)
+gs = {
+    "f64": rng.standard_normal(N_FULL) * 10.0 ** rng.uniform(-3, 3, N_FULL),
+    "i64": rng.integers(-(2**62), 2**62, N_FULL),
+}
+gs["f32"] = gs["f64"].astype(np.float32)
+sorted_map = np.sort(rng.choice(N_FULL, N, replace=False))
+maps = {"sorted": sorted_map, "shuffled": rng.permutation(sorted_map),
+        "duplicates": rng.integers(0, N_FULL, N)}
+bad = maps["shuffled"].copy()
+bad[150_000] = -1
+bad[123_456] = N_FULL
+BAD_MSG = f"reverse_index_map[123456] = {N_FULL} is out of range [0, {N_FULL})"
+combos = [(m, v) for m in maps for v in gs]
+expected = {(m, v): sfer.sparse_fill_empty_rows_grad(maps[m], gs[v], num_threads=1)
+            for m, v in combos}
+arrays = dict(maps, bad=bad, **gs)
+before = {k: a.tobytes() for k, a in arrays.items()}
+
+NTHREADS, CALLS = 8, 6
+barrier = threading.Barrier(NTHREADS)
+errors, done = [], [0] * NTHREADS
+
+
+def worker(t):
+    try:
+        barrier.wait()
+        for i in range(CALLS):
+            m, v = combos[(t + i) % len(combos)]
+            nt = [None, 1, 2, 3, 4][(7 * t + i) % 5]
+            out = np.empty(N, gs[v].dtype) if (t + i) % 2 else None
+            r = sfer.sparse_fill_empty_rows_grad(maps[m], gs[v], num_threads=nt, out=out)
+            e = expected[m, v]
+            if (r.d_values.tobytes() != e.d_values.tobytes()
+                    or r.d_default_value.tobytes() != e.d_default_value.tobytes()):
+                errors.append(f"thread {t} call {i}: {m}/{v} num_threads={nt}: result differs")
+            if out is not None and r.d_values is not out:
+                errors.append(f"thread {t} call {i}: out= not returned")
+            if i % 3 == 2:  # a failing call among the others
+                try:
+                    sfer.sparse_fill_empty_rows_grad(bad, gs[v], num_threads=nt)
+                except IndexError as exc:
+                    if str(exc) != BAD_MSG:
+                        errors.append(f"thread {t}: wrong IndexError {exc}")
+                else:
+                    errors.append(f"thread {t}: no IndexError")
+            done[t] += 1
+    except BaseException as exc:
+        errors.append(f"thread {t}: {exc!r}")
+
+
+threads = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(NTHREADS)]
+for th in threads:
+    th.start()
+for th in threads:
+    th.join(120)
+alive = sum(th.is_alive() for th in threads)
+changed = [k for k, a in arrays.items() if a.tobytes() != before[k]]
+# afterwards a single call on its own is still right
+again = sfer.sparse_fill_empty_rows_grad(maps["shuffled"], gs["f64"])
+again_ok = (again.d_values.tobytes() == expected["shuffled", "f64"].d_values.tobytes()
+            and again.d_default_value == expected["shuffled", "f64"].d_default_value)
+print(json.dumps({"errors": errors, "done": done, "alive": alive, "changed": changed,
+                  "again_ok": bool(again_ok)}))
+"""
+
+
+def test_many_python_threads_share_inputs(tmp_path):
+    """8 Python threads x 6 calls (+ failing calls) at once on shared sorted, shuffled and
+    duplicated maps, N_full = 300,000 (parallel): every result is bitwise the single-threaded
+    one, the IndexError the same, and no input changes."""
+    report = run_probe(tmp_path, "threads", THREADS_PROBE, timeout=180)
+    assert report["alive"] == 0, "threads still running after 120 s (deadlock?)"
+    assert report["errors"] == []
+    assert report["done"] == [6] * 8
+    assert report["changed"] == [], f"inputs modified: {report['changed']}"
+    assert report["again_ok"]
+
+
+THREADPOOLCTL_PROBE = """
+import json, os, sys
+import numpy as np
+import sfer, sfer._core as core
+import threadpoolctl
+
+N_FULL = 2_000_000
+rng = np.random.default_rng(9)
+g = rng.standard_normal(N_FULL).astype(np.float32)
+maps = {"sorted": np.sort(rng.integers(0, N_FULL, N_FULL // 2))}
+maps["shuffled"] = rng.permutation(maps["sorted"])
+grad = sfer.sparse_fill_empty_rows_grad
+expected = {k: grad(m, g, num_threads=1) for k, m in maps.items()}
+
+def same(r, e):
+    return r.d_values.tobytes() == e.d_values.tobytes() and (
+        r.d_default_value.tobytes() == e.d_default_value.tobytes())
+
+info = threadpoolctl.threadpool_info()
+omp = [os.path.realpath(i["filepath"]) for i in info if i["user_api"] == "openmp"]
+with open("/proc/self/maps") as f:
+    mapped = sorted({os.path.realpath(line.split()[-1]) for line in f
+                     if "libgomp" in line and "/" in line})
+before = core.max_threads()
+default_ok = all(same(grad(m, g), expected[k]) for k, m in maps.items())
+with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+    inside = core.max_threads()
+    limited_ok = all(same(grad(m, g), expected[k]) for k, m in maps.items())
+    explicit_ok = all(same(grad(m, g, num_threads=2), expected[k]) for k, m in maps.items())
+after = core.max_threads()
+libs = os.path.join(os.path.dirname(os.path.dirname(sfer.__file__)), "sfer.libs")
+print(json.dumps({"omp": omp, "mapped": mapped, "before": before, "inside": inside,
+                  "after": after, "default_ok": default_ok, "limited_ok": limited_ok,
+                  "explicit_ok": explicit_ok, "openmp": sfer.openmp_enabled(),
+                  "wheel_libs": os.path.realpath(libs) if os.path.isdir(libs) else None}))
+"""
+
+
+def test_threadpoolctl_sees_and_limits_sfers_openmp(tmp_path):
+    report = run_probe(tmp_path, "threadpoolctl", THREADPOOLCTL_PROBE, timeout=120)
+    assert report["default_ok"] and report["explicit_ok"]
+    assert report["limited_ok"], "threadpool_limits(1) changed the results"
+    if ALLOW_SERIAL and not report["openmp"]:
+        return
+    assert report["omp"], "threadpoolctl lists no OpenMP library after importing sfer"
+    # the libgomp sfer loaded is one threadpoolctl found (so its limits reach sfer)
+    assert set(report["omp"]) & set(report["mapped"]), report
+    if report["wheel_libs"]:  # installed from the repaired wheel: its bundled libgomp
+        assert any(p.startswith(report["wheel_libs"] + os.sep) for p in report["omp"]), report
+    assert report["inside"] == 1, "threadpool_limits(1, 'openmp') did not reach sfer"
+    assert report["after"] == report["before"] >= 1
+
+
+# =============================================================================================
+# 3. the GIL is released while the kernel runs
+# =============================================================================================
+
+
+def stalls_during_calls(call, count):
+    """Run ``call`` ``count`` times in a worker thread while this thread loops taking time
+    stamps; returns (duration, longest stretch without a stamp) for each call.  If ``call``
+    holds the GIL, this thread cannot take a stamp until it returns."""
+    calls = []
+    go = threading.Event()
+
+    def worker():
+        go.wait()
+        for _ in range(count):
+            t0 = time.perf_counter()
+            call()
+            calls.append((t0, time.perf_counter()))
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    try:
+        th = threading.Thread(target=worker, daemon=True)
+        th.start()
+        gaps = []  # (start, end) of every pause of this thread longer than 1 ms
+        prev = time.perf_counter()
+        go.set()  # the first call starts after the first stamp
+        while th.is_alive():
+            now = time.perf_counter()
+            if now - prev > 1e-3:
+                gaps.append((prev, now))
+            prev = now
+        th.join(60)
+    finally:
+        sys.setswitchinterval(old)
+    assert len(calls) == count
+    return [(t1 - t0, max([min(b, t1) - max(a, t0) for a, b in gaps] + [1e-3]))
+            for t0, t1 in calls]
+
+
+def test_gil_released_during_kernel():
+    """The main thread keeps running Python while a worker thread is inside sfer: the longest
+    stretch of a call without a main-thread time stamp is far shorter than the call (if the
+    GIL were held, it would be the whole call)."""
+    n = 5_000_000 if SANITIZE else 20_000_000
+    rng = np.random.default_rng(8)
+    g = rng.standard_normal(n).astype(np.float32)
+    rim = rng.permutation(np.flatnonzero(rng.random(n) < 0.9))  # random gathers: slow calls
+    grad(rim[:1000], g, num_threads=1)
+    report = stalls_during_calls(lambda: grad(rim, g, num_threads=1), 3)
+    for duration, longest in report:
+        assert longest < 0.5 * duration, (
+            f"the main thread stalled {longest:.3f} s during a {duration:.3f} s call: "
+            f"GIL held? (duration, longest stall) per call: {report}")
+
+
+def test_gil_probe_detects_a_held_gil():
+    """The probe above is not vacuous: a C call that holds the GIL (ctypes.PyDLL) shows up as
+    a stall as long as the call."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.PyDLL(ctypes.util.find_library("c"))  # PyDLL: the GIL stays held
+    report = stalls_during_calls(lambda: libc.usleep(150_000), 3)
+    # At least one call must show it (one is enough to prove the probe can see a held GIL;
+    # requiring all of them would make this self-check depend on the scheduler).
+    assert any(longest > 0.5 * duration for duration, longest in report), report
+
+
+# =============================================================================================
+# 4. hostile input: a clean TypeError / ValueError / IndexError naming the argument
+# =============================================================================================
+
+G = np.arange(10, dtype=np.float32)
+R = np.array([0, 3])
+I64 = np.iinfo(np.int64)
+
+
+def _gen():
+    yield 1
+    yield 2
+
+
+def hostile_cases() -> dict:
+    """name -> (rim, g, kwargs, exception, argument named, text that says what is wrong).
+
+    Built fresh on each call (generators are used up)."""
+    idx = lambda j, v, n=10: index_error_message(j, v, n)  # noqa: E731
+    one_d = "must be 1-D"
+    conv = "could not be converted"
+    gdt, rdt = "does not support", "integer dtype"
+    c = {
+        # CVE-2020-15195: out-of-range map entries
+        "rim_equal_to_n_full": ([0, 10], G, {}, IndexError, "reverse_index_map", idx(1, 10)),
+        "rim_negative": ([3, -1], G, {}, IndexError, "reverse_index_map", idx(1, -1)),
+        "rim_huge": ([2**40], G, {}, IndexError, "reverse_index_map", idx(0, 2**40)),
+        "rim_int64_max": (np.array([1, I64.max]), G, {}, IndexError, "reverse_index_map",
+                          idx(1, I64.max)),
+        "rim_int64_min": (np.array([I64.min, 1]), G, {}, IndexError, "reverse_index_map",
+                          idx(0, I64.min)),
+        "rim_int32_min": (np.array([2, np.iinfo(np.int32).min], np.int32), G, {}, IndexError,
+                          "reverse_index_map", idx(1, -(2**31))),
+        "rim_uint64_2**63": (np.array([1, 2**63], np.uint64), G, {}, IndexError,
+                             "reverse_index_map", idx(1, 2**63)),
+        "rim_uint64_max": (np.array([2**64 - 1], np.uint64), G, {}, IndexError,
+                           "reverse_index_map", idx(0, 2**64 - 1)),
+        "rim_list_2**63": ([2**63], G, {}, IndexError, "reverse_index_map", idx(0, 2**63)),
+        "rim_list_2**64-1": ([2**64 - 1, 2**63], G, {}, IndexError, "reverse_index_map",
+                             idx(0, 2**64 - 1)),
+        "rim_swapped_strided_bad": (np.array([1, 0, 99, 0], ">i8")[::2], G, {}, IndexError,
+                                    "reverse_index_map", idx(1, 99)),
+        # CVE-2020-15194: grad_values not a vector
+        "g_0d_scalar": (R, np.float32(1.0), {}, ValueError, "grad_values", one_d),
+        "g_0d_array": (R, np.array(1.0), {}, ValueError, "grad_values", one_d),
+        "g_2d": (R, np.zeros((10, 1), np.float32), {}, ValueError, "grad_values", one_d),
+        "g_2d_empty": (R, np.zeros((0, 3)), {}, ValueError, "grad_values", one_d),
+        "g_3d": (R, np.zeros((2, 2, 2)), {}, ValueError, "grad_values", one_d),
+        "g_nested_list": (R, [[1.0, 2.0], [3.0, 4.0]], {}, ValueError, "grad_values", one_d),
+        "rim_2d": (np.zeros((2, 1), np.int64), G, {}, ValueError, "reverse_index_map", one_d),
+        "rim_0d": (np.int64(0), G, {}, ValueError, "reverse_index_map", one_d),
+        # CVE-2022-41898: empty grad_values, non-empty map
+        "g_empty_rim_nonempty": (R, np.zeros(0, np.float32), {}, IndexError,
+                                 "reverse_index_map", idx(0, 0, 0)),
+        "g_empty_list_rim_list": ([7], [], {}, IndexError, "reverse_index_map", idx(0, 7, 0)),
+        # dtypes
+        "g_object": (R, np.array([1.0, None] * 5, dtype=object), {}, TypeError, "grad_values",
+                     gdt),
+        "g_str": (R, np.array(list("abcdefghij")), {}, TypeError, "grad_values", gdt),
+        "g_bool": (R, np.ones(10, bool), {}, TypeError, "grad_values", gdt),
+        "g_bytes_array": (R, np.array([b"x"] * 10), {}, TypeError, "grad_values", gdt),
+        "g_datetime64": (R, np.arange(10).astype("datetime64[ns]"), {}, TypeError,
+                         "grad_values", gdt),
+        "g_timedelta64": (R, np.arange(10).astype("timedelta64[s]"), {}, TypeError,
+                          "grad_values", gdt),
+        "g_longdouble": (R, np.zeros(10, np.longdouble), {}, TypeError, "grad_values", gdt),
+        "g_structured": (R, np.zeros(10, [("a", "f4")]), {}, TypeError, "grad_values", gdt),
+        "g_python_ints_beyond_uint64": (R, [2**64] * 10, {}, TypeError, "grad_values", gdt),
+        "g_list_of_none": (R, [None] * 10, {}, TypeError, "grad_values", gdt),
+        "rim_object": (np.array([0, 1], dtype=object), G, {}, TypeError, "reverse_index_map",
+                       rdt),
+        "rim_str": (np.array(["0", "1"]), G, {}, TypeError, "reverse_index_map", rdt),
+        "rim_bool": (np.array([True, False]), G, {}, TypeError, "reverse_index_map", rdt),
+        "rim_float": ([0.0, 1.0], G, {}, TypeError, "reverse_index_map", rdt),
+        "rim_nan": ([float("nan")], G, {}, TypeError, "reverse_index_map", rdt),
+        "rim_complex": ([1j], G, {}, TypeError, "reverse_index_map", rdt),
+        "rim_datetime64": (np.arange(2).astype("datetime64[D]"), G, {}, TypeError,
+                           "reverse_index_map", rdt),
+        "rim_python_int_2**64": ([2**64], G, {}, TypeError, "reverse_index_map", rdt),
+        "rim_python_int_below_int64": ([-(2**63) - 1], G, {}, TypeError, "reverse_index_map",
+                                       rdt),
+        # numpy makes this float64 (TypeError) or refuses it (ValueError), by version
+        "rim_mixed_sign_uint64": ([0, 2**64 - 1, -1], G, {}, (TypeError, ValueError),
+                                  "reverse_index_map", ""),
+        "rim_list_of_none": ([None], G, {}, TypeError, "reverse_index_map", rdt),
+        # None, scalars, containers that are not sequences of numbers
+        "g_None": (R, None, {}, ValueError, "grad_values", one_d),
+        "rim_None": (None, G, {}, ValueError, "reverse_index_map", one_d),
+        "g_python_float": (R, 1.5, {}, ValueError, "grad_values", one_d),
+        "rim_python_int": (3, G, {}, ValueError, "reverse_index_map", one_d),
+        "g_ragged": (R, [[1.0, 2.0], [3.0]], {}, ValueError, "grad_values", conv),
+        "rim_ragged": ([[0, 1], [2]], G, {}, ValueError, "reverse_index_map", conv),
+        "g_ragged_deep": (R, [1.0, [2.0, [3.0]]], {}, ValueError, "grad_values", conv),
+        "g_generator": (R, _gen(), {}, ValueError, "grad_values", one_d),
+        "rim_generator": (_gen(), G, {}, ValueError, "reverse_index_map", one_d),
+        "g_dict": (R, {0: 1.0, 1: 2.0}, {}, ValueError, "grad_values", one_d),
+        "rim_dict": ({0: 0}, G, {}, ValueError, "reverse_index_map", one_d),
+        "rim_set": ({0, 1}, G, {}, ValueError, "reverse_index_map", one_d),
+        "g_bytes": (R, b"\x00" * 10, {}, ValueError, "grad_values", one_d),
+        "rim_bytes": (b"\x00\x01", G, {}, ValueError, "reverse_index_map", one_d),
+        "g_str_scalar": (R, "0123456789", {}, ValueError, "grad_values", one_d),
+        "rim_object_instance": (object(), G, {}, ValueError, "reverse_index_map", one_d),
+        "rim_memoryview_float64": (memoryview(np.arange(3.0)), G, {}, TypeError,
+                                   "reverse_index_map", rdt),
+        "rim_memoryview_char": (memoryview(b"ab").cast("c"), G, {}, TypeError,
+                                "reverse_index_map", rdt),
+        "rim_array_array_double": (array.array("d", [0.0]), G, {}, TypeError,
+                                   "reverse_index_map", rdt),
+        "g_memoryview_bool": (R, memoryview(np.ones(10, bool)), {}, TypeError, "grad_values",
+                              gdt),
+        "rim_memoryview_2d": (memoryview(np.zeros((2, 2), np.int64)), G, {}, ValueError,
+                              "reverse_index_map", one_d),
+        # num_threads and out
+        "num_threads_zero": (R, G, {"num_threads": 0}, ValueError, "num_threads", ">= 1"),
+        "num_threads_negative": (R, G, {"num_threads": -(2**70)}, ValueError, "num_threads",
+                                 ">= 1"),
+        "num_threads_float": (R, G, {"num_threads": 2.0}, TypeError, "num_threads", "int"),
+        "num_threads_str": (R, G, {"num_threads": "2"}, TypeError, "num_threads", "int"),
+        "num_threads_bool": (R, G, {"num_threads": True}, TypeError, "num_threads", "int"),
+        "out_list": (R, G, {"out": [0.0, 0.0]}, TypeError, "out", "ndarray"),
+        "out_wrong_dtype": (R, G, {"out": np.zeros(2)}, TypeError, "out", "dtype float32"),
+        "out_swapped": (R, G, {"out": np.zeros(2, ">f4")}, TypeError, "out", "dtype float32"),
+        "out_wrong_shape": (R, G, {"out": np.zeros(3, np.float32)}, ValueError, "out",
+                            "shape"),
+        "out_2d": (R, G, {"out": np.zeros((2, 1), np.float32)}, ValueError, "out", "shape"),
+        "out_read_only": (R, G, {"out": np.zeros(2, np.float32)}, ValueError, "out",
+                          "writeable"),
+        "out_strided": (R, G, {"out": np.zeros(4, np.float32)[::2]}, ValueError, "out",
+                        "contiguous"),
+    }
+    c["out_read_only"][2]["out"].setflags(write=False)
+    return c
+
+
+def _check_hostile(name, outcome):
+    """outcome: (exception type name, message), or ("ok", repr)."""
+    _, _, _, exc, arg, text = hostile_cases()[name]
+    kind, msg = outcome
+    names = [e.__name__ for e in (exc if isinstance(exc, tuple) else (exc,))]
+    assert kind in names, f"{name}: expected {' or '.join(names)}, got {kind}: {msg}"
+    assert arg in msg, f"{name}: the message does not name {arg}: {msg!r}"
+    if exc is IndexError:
+        assert msg == text, name
+    else:
+        assert text in msg, f"{name}: the message does not say {text!r}: {msg!r}"
+
+
+def _call_hostile(name):
+    rim, g, kwargs, _, _, _ = hostile_cases()[name]
+    try:
+        res = grad(rim, g, **kwargs)
+    except (TypeError, ValueError, IndexError) as exc:
+        return type(exc).__name__, str(exc)
+    return "ok", repr(res)
+
+
+@pytest.mark.parametrize("name", sorted(hostile_cases()))
+def test_hostile_input_raises_clean_error(name):
+    _check_hostile(name, _call_hostile(name))
+
+
+HOSTILE_PROBE = """
+import json, sys
+import test_reliability as T
+names = sorted(T.hostile_cases())
+outcomes = {}
+for rounds in range(3):  # repeated: a corruption may crash a later call
+    for name in names:
+        print(name, file=sys.stderr, flush=True)  # the last name shows where a crash hit
+        outcomes[name] = T._call_hostile(name)
+print(json.dumps(outcomes))
+"""
+
+
+def test_hostile_input_batch_in_subprocess(tmp_path):
+    """The whole hostile batch, three times, in a child: a segfault fails the test."""
+    outcomes = run_probe(tmp_path, "hostile", HOSTILE_PROBE, timeout=120)
+    assert sorted(outcomes) == sorted(hostile_cases())
+    for name, outcome in outcomes.items():
+        _check_hostile(name, outcome)
+
+
+@pytest.mark.parametrize(
+    "rim,g,dtype",
+    [
+        (np.zeros(0, np.int64), np.zeros(0, np.float32), np.float32),
+        ([], [], np.float64),
+        ((), np.zeros(0, np.complex64), np.complex64),
+        (np.zeros(0, np.uint8), np.zeros(0, np.int8), np.int8),
+        (np.zeros(0, np.int64), np.arange(5, dtype=np.int16), np.int16),
+    ],
+)
+def test_empty_inputs_are_valid(rim, g, dtype):
+    """CVE-2022-41898's other half: an empty map (with empty or non-empty grad_values) works."""
+    res = grad(rim, g)
+    assert res.d_values.shape == (0,) and res.d_values.dtype == dtype
+    assert type(res.d_default_value) is np.dtype(dtype).type
+    assert res.d_default_value == np.asarray(g).sum()
+
+
+# =============================================================================================
+# 5. 64-bit sizes: N_full above 2**31
+# =============================================================================================
+
+BIG_N = 2**31 + 16
+BIG_VALUES = {  # position -> int8 value; everything else is 0
+    1: 100, 5: 3, 2**31 - 1: 9, 2**31: 11, 2**31 + 3: 7, 2**31 + 10: -2,
+    2**31 + 11: 127, 2**31 + 12: 127, 2**31 + 15: 1,
+}
+BIG_CASES = {  # name -> (map, map dtype, num_threads); np.int64 threads: the Python path
+    "shuffled_int64_t2": ([2**31 + 15, 5, 2**31, 2**31 + 3], "int64", 2),
+    "sorted_int64_t1": ([5, 2**31, 2**31 + 3, 2**31 + 15], "int64", 1),
+    "unsorted_uint32_t2_python_path": ([5, 2**31 + 15, 2**31, 2**31 + 3], "uint32",
+                                       np.int64(2)),
+    "entry_equal_to_n_full": ([5, 2**31 + 16], "int64", 2),
+    "shuffled_int64_t1": ([2**31 + 15, 5, 2**31, 2**31 + 3], "int64", 1),
+    "entry_2**32+5_uint64": ([2**32 + 5], "uint64", 1),  # 32-bit truncation would make it 5
+}
+if SANITIZE:  # each pass over 2 GiB takes several seconds under ASan: the first four only
+    BIG_CASES = dict(list(BIG_CASES.items())[:4])
+
+BIG_PROBE = """
+import json, os, sys, time
+import numpy as np
+import sfer
+import test_reliability as T
+
+# A sparse temporary file: its holes read as 0 and take no disk space.
+g = np.memmap(sys.argv[1], dtype=np.int8, mode="w+", shape=(T.BIG_N,))
+backing = "sparse file"
+for k, v in T.BIG_VALUES.items():
+    g[k] = v
+out = {"backing": backing}
+for name, (m, dt, nt) in T.BIG_CASES.items():
+    rim = np.array(m, dtype=dt)
+    t0 = time.perf_counter()
+    try:
+        r = sfer.sparse_fill_empty_rows_grad(rim, g, num_threads=nt)
+        out[name] = ["ok", r.d_values.tolist(), str(r.d_values.dtype), int(r.d_default_value),
+                     type(r.d_default_value).__name__]
+    except (TypeError, ValueError, IndexError, MemoryError) as exc:
+        out[name] = [type(exc).__name__, str(exc)]
+    out[name].append(round(time.perf_counter() - t0, 2))
+with open("/proc/self/status") as f:
+    out["VmHWM"] = [line.split()[1] for line in f if line.startswith("VmHWM")][0]
+print(json.dumps(out))
+"""
+
+
+def test_n_full_above_2_31(tmp_path):
+    """grad_values of 2**31 + 16 int8 values: positions on both sides of 2**31 are gathered
+    and summed right on both kernel paths (block walk and marking), through the C fast path
+    and the Python path, with int64 and uint32 maps, on 1 and 2 threads; an entry == N_full,
+    or one that a 32-bit truncation would make valid, is out of range.  The 2 GiB array is
+    an int8 np.memmap of a sparse temporary file, so only the few pages written take disk."""
+    path = tmp_path / "g.bin"
+    try:
+        out = run_probe(tmp_path, "big", BIG_PROBE, timeout=300, args=[path])
+    finally:
+        path.unlink(missing_ok=True)
+    referenced = {5, 2**31, 2**31 + 3, 2**31 + 15}
+    total = sum(v for k, v in BIG_VALUES.items() if k not in referenced)  # 361
+    wrapped = (total + 128) % 256 - 128  # int8 wrap: 105
+    for name, (m, _, _) in BIG_CASES.items():
+        got = out[name]
+        if name.startswith("entry"):
+            assert got[0] == "IndexError", (name, got)
+            bad_j = next(j for j, v in enumerate(m) if v >= BIG_N)
+            assert got[1] == index_error_message(bad_j, m[bad_j], BIG_N), (name, got)
+        else:
+            assert got[0] == "ok", (name, got)
+            assert got[1] == [BIG_VALUES.get(k, 0) for k in m], (name, got)
+            assert got[2] == "int8" and got[4] == "int8", (name, got)
+            assert got[3] == wrapped, (name, got, wrapped)
+
+
+# =============================================================================================
+# 6. no leaks
+# =============================================================================================
+
+LEAK_PROBE = """
+import gc, json, os, sys
+import numpy as np
+import sfer
+from reference import BFLOAT16
+
+grad = sfer.sparse_fill_empty_rows_grad
+PAGE = os.sysconf("SC_PAGE_SIZE")
+ROUNDS, PARALLEL_ROUNDS = int(sys.argv[1]), int(sys.argv[2])
+if sys.argv[3:] == ["inject-leak"]:  # the test's self-check: keep every result alive
+    kept = []
+    _grad = sfer.sparse_fill_empty_rows_grad
+
+    def grad(*args, **kwargs):
+        kept.append(_grad(*args, **kwargs))
+        return kept[-1]
+
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+rng = np.random.default_rng(3)
+small_g = rng.standard_normal(100)
+small_rim = rng.integers(0, 100, 50)
+small_out = np.empty(50)
+med_g = rng.standard_normal(30_000).astype(np.float32)       # N + N_full < 65536: serial
+med_sorted = np.sort(rng.integers(0, 30_000, 20_000))
+med_shuffled = rng.permutation(med_sorted)
+med_out = np.empty(20_000, np.float32)
+big_g = rng.standard_normal(400_000).astype(np.float32)      # parallel
+big_sorted = np.sort(rng.integers(0, 400_000, 200_000))
+big_shuffled = rng.permutation(big_sorted)
+big_out = np.empty(200_000, np.float32)
+bf_g = small_g.astype(BFLOAT16 if BFLOAT16 is not None else np.float16)
+list_rim = small_rim.tolist()
+swapped_g = small_g.astype(">f8")
+strided_g = np.repeat(small_g, 2)[::2]
+bad_small = small_rim.copy()
+bad_small[-1] = 100
+bad_med = med_shuffled.copy()
+bad_med[15_000] = -5
+bad_big = big_shuffled.copy()
+bad_big[150_000] = 400_000
+float_rim = small_rim.astype(np.float64)
+wrong_out = np.empty(50, np.float32)
+g2d = small_g.reshape(10, 10)
+
+ok_calls = [
+    lambda: grad(small_rim, small_g),                              # C fast path
+    lambda: grad(small_rim, small_g, out=small_out),
+    lambda: grad(list_rim, swapped_g, num_threads=2),              # Python path
+    lambda: grad(small_rim, strided_g, out=small_out),
+    lambda: grad(small_rim, bf_g),
+    lambda: grad(med_sorted, med_g),                               # block walk
+    lambda: grad(med_shuffled, med_g, out=med_out),                # marking
+]
+bad_calls = [
+    (IndexError, lambda: grad(bad_small, small_g)),
+    (IndexError, lambda: grad(bad_med, med_g, out=med_out)),
+    (IndexError, lambda: grad(list_rim + [-1], swapped_g)),
+    (TypeError, lambda: grad(float_rim, small_g)),
+    (TypeError, lambda: grad(small_rim, small_g, out=wrong_out)),
+    (TypeError, lambda: grad(small_rim, small_g, num_threads=1.5)),
+    (ValueError, lambda: grad(small_rim, g2d)),
+    (ValueError, lambda: grad([[0], [1, 2]], small_g)),
+    (ValueError, lambda: grad(small_rim, small_g, num_threads=0)),
+    (ValueError, lambda: grad(small_rim, small_g, out=small_g[:50])),
+]
+# parallel calls are far slower (and suffer most on a busy machine): fewer of them, on inputs
+# large enough that a leaked output (800 KB) or bitmap (50 KB a thread) per call would show
+parallel_ok = [
+    lambda: grad(big_sorted, big_g, num_threads=2),
+    lambda: grad(big_shuffled, big_g, num_threads=2, out=big_out),
+]
+parallel_bad = [
+    (IndexError, lambda: grad(bad_big, big_g, num_threads=2)),
+    (IndexError, lambda: grad(bad_big, big_g, num_threads=2, out=big_out)),
+]
+tracked = [small_g, small_rim, small_out, med_g, med_sorted, med_shuffled, med_out, big_g,
+           big_sorted, big_shuffled, big_out, bf_g, list_rim, swapped_g, strided_g, bad_small,
+           bad_med, bad_big, float_rim, wrong_out, g2d, np.dtype(np.float64),
+           np.dtype(np.float32), bf_g.dtype, sfer.GradResult]
+
+
+def run(k, ok, bad):
+    for i in range(k):
+        ok[i % len(ok)]()
+    for i in range(k):
+        exc, call = bad[i % len(bad)]
+        try:
+            call()
+        except exc:
+            pass
+        else:
+            raise AssertionError(f"bad call {i % len(bad)} did not raise")
+
+
+def both(k, kp):
+    run(k, ok_calls, bad_calls)
+    run(kp, parallel_ok, parallel_bad)
+
+
+both(ROUNDS // 10, PARALLEL_ROUNDS // 10)  # warm-up: caches, thread pools, allocator arenas
+gc.collect()
+refs0 = [sys.getrefcount(x) for x in tracked]
+rss0 = rss()
+both(ROUNDS, PARALLEL_ROUNDS)
+gc.collect()
+rss1 = rss()
+refs1 = [sys.getrefcount(x) for x in tracked]
+print(json.dumps({"rss0": rss0, "rss1": rss1, "refs0": refs0, "refs1": refs1}))
+"""
+
+
+def test_no_memory_or_reference_leaks(tmp_path):
+    """20,000 successful calls (fast path, Python path, bfloat16, out=, block walk and marking)
+    and 20,000 failing ones (IndexError, TypeError, ValueError), plus 200 + 200 parallel calls
+    on N_full = 400,000, after a warm-up: RSS grows by less than 8 MiB and no tracked object's
+    reference count changes."""
+    env = dict(os.environ)
+    if SANITIZE or "asan" in env.get("LD_PRELOAD", ""):
+        # ASan's quarantine holds freed memory (256 MiB by default): it would read as growth
+        env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=0"
+    report = run_probe(tmp_path, "leaks", LEAK_PROBE, timeout=240, args=[20_000, 200],
+                       env=env)
+    growth = report["rss1"] - report["rss0"]
+    assert growth < 8 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB over 40,400 calls"
+    assert report["refs1"] == report["refs0"], "reference counts changed (a reference leak)"
+    # self-check: the same probe, keeping every result alive, sees both kinds of leak
+    leaky = run_probe(tmp_path, "leaks_injected", LEAK_PROBE, timeout=120,
+                      args=[2_000, 40, "inject-leak"], env=env)
+    assert leaky["rss1"] - leaky["rss0"] > 8 * 2**20
+    assert leaky["refs1"] != leaky["refs0"]
+
+
+def test_refcounts_in_process():
+    """The same reference check in this process, on every kind of input object."""
+    import gc
+
+    g = np.arange(1000, dtype=np.float64)
+    rim = np.arange(0, 1000, 3)
+    rim_list = rim.tolist()
+    out = np.empty(rim.size)
+    bad = rim.copy()
+    bad[5] = 5000
+    objs = [g, rim, rim_list, out, bad, np.dtype(np.float64)]
+    gc.collect()
+    before = [sys.getrefcount(o) for o in objs]
+    for _ in range(2000):
+        grad(rim, g)
+        grad(rim_list, g, out=out)
+        grad(rim, g[::-1], num_threads=2)
+        with pytest.raises(IndexError):
+            grad(bad, g, out=out)
+    gc.collect()
+    assert [sys.getrefcount(o) for o in objs] == before
+
+
+# =============================================================================================
+# 7. inputs are never written
+# =============================================================================================
+
+
+def _readonly(a):
+    a = np.array(a, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+def _readonly_view(base, sl):
+    v = base[sl]
+    v.setflags(write=False)
+    return v
+
+
+def _unaligned(a):
+    raw = np.zeros(a.nbytes + 1, np.uint8)
+    v = raw[1:].view(a.dtype)
+    v[...] = a
+    v.setflags(write=False)
+    return v
+
+
+def _layouts():
+    """name -> (rim, g, kwargs): read-only inputs on every path (valid maps)."""
+    rng = np.random.default_rng(17)
+    g = rng.standard_normal(1000)
+    rim = rng.integers(0, 1000, 600)
+    big_g = rng.standard_normal(200_000).astype(np.float32)
+    big_rim = rng.integers(0, 200_000, 150_000)
+    cases = {
+        "fast_path": (_readonly(rim), _readonly(g), {}),
+        "fast_path_sorted_parallel": (_readonly(np.sort(big_rim)), _readonly(big_g),
+                                      {"num_threads": 2}),
+        "fast_path_shuffled_parallel": (_readonly(big_rim), _readonly(big_g),
+                                        {"num_threads": 3}),
+        "fast_path_out": (_readonly(rim), _readonly(g), {"out": np.empty(600)}),
+        "byteswapped": (_readonly(rim.astype(">i4")), _readonly(g.astype(">f8")), {}),
+        "byteswapped_parallel": (_readonly(big_rim.astype(">u4")), _readonly(big_g.astype(">f4")),
+                                 {"num_threads": 2}),
+        "strided": (_readonly_view(np.repeat(rim, 2), slice(None, None, 2)),
+                    _readonly_view(np.repeat(g, 3), slice(None, None, 3)), {}),
+        "negative_stride": (_readonly(rim)[::-1], _readonly(g)[::-1], {}),
+        "unaligned": (_unaligned(rim), _unaligned(g), {}),
+        "frombuffer_bytes": (np.frombuffer(rim.tobytes(), rim.dtype),
+                             np.frombuffer(g.tobytes(), g.dtype), {}),
+        "lists": (rim.tolist(), g.tolist(), {}),
+        "tuple_and_readonly": (tuple(rim.tolist()), _readonly(g.astype(np.complex64)), {}),
+        "broadcast_stride_0": (np.broadcast_to(rim[:1], (600,)),
+                               np.broadcast_to(g[:1], (1000,)), {}),
+    }
+    if BFLOAT16 is not None:
+        cases["bfloat16"] = (_readonly(rim), _readonly(g.astype(BFLOAT16)), {})
+    return cases
+
+
+def _owner(a):
+    """The object whose bytes must not change (a view's base, the bytes behind frombuffer)."""
+    if isinstance(a, np.ndarray):
+        while isinstance(a.base, np.ndarray):
+            a = a.base
+        base = a.base.obj if isinstance(a.base, memoryview) else a.base
+        return base if isinstance(base, bytes) else a
+    return a
+
+
+def _state(a):
+    o = _owner(a)
+    if isinstance(o, np.ndarray):
+        return o.tobytes()
+    if isinstance(o, bytes):
+        return bytes(o)
+    return repr(o)
+
+
+@pytest.mark.parametrize("name", sorted(_layouts()))
+def test_read_only_inputs_work_and_stay_unchanged(name):
+    rim, g, kwargs = _layouts()[name]
+    before = _state(rim), _state(g)
+    res = grad(rim, g, **kwargs)
+    check_result(res, rim, g)
+    assert (_state(rim), _state(g)) == before, "an input was modified"
+    # and an out-of-range map on the same layout leaves them unchanged too
+    bad = np.asarray(rim).copy()
+    bad[len(bad) // 2] = len(np.asarray(g))
+    with pytest.raises(IndexError):
+        grad(bad, g, **kwargs)
+    assert (_state(rim), _state(g)) == before
+
+
+READONLY_MMAP_PROBE = """
+import json, sys
+import numpy as np
+import sfer
+from checks import check_result
+
+d = sys.argv[1]
+rng = np.random.default_rng(4)
+specs = {
+    "g": rng.standard_normal(300_000),
+    "g_be": rng.standard_normal(300_000).astype(">f4"),
+    "rim": rng.integers(0, 300_000, 200_000),
+}
+specs["rim_sorted"] = np.sort(specs["rim"])
+specs["rim_bad"] = specs["rim"].copy()
+specs["rim_bad"][150_000] = 300_000
+mm = {}
+for k, a in specs.items():
+    w = np.memmap(f"{d}/{k}.bin", dtype=a.dtype, mode="w+", shape=a.shape)
+    w[:] = a
+    w.flush()
+    del w
+    mm[k] = np.memmap(f"{d}/{k}.bin", dtype=a.dtype, mode="r", shape=a.shape)  # PROT_READ
+done = []
+for rk in ("rim", "rim_sorted"):
+    for gk in ("g", "g_be"):
+        for nt in (1, 2):
+            for view in (slice(None), slice(None, None, 2)):
+                rim, g = mm[rk][view], mm[gk]
+                check_result(sfer.sparse_fill_empty_rows_grad(rim, g, num_threads=nt), rim, g)
+                done.append(f"{rk}/{gk}/{nt}/{view.step}")
+for nt in (1, 2):
+    try:
+        sfer.sparse_fill_empty_rows_grad(mm["rim_bad"], mm["g"], num_threads=nt)
+    except IndexError as exc:
+        done.append(str(exc))
+same = all(np.array_equal(np.asarray(mm[k]), a) for k, a in specs.items())
+print(json.dumps({"done": done, "same": same}))
+"""
+
+
+def test_read_only_memory_maps_are_never_written(tmp_path):
+    """Inputs in PROT_READ memory maps (a write would be a SIGSEGV): both kernel paths, 1 and
+    2 threads, byte-swapped, strided, and an IndexError."""
+    report = run_probe(tmp_path, "readonly_mmap", READONLY_MMAP_PROBE, timeout=120,
+                       args=[tmp_path])
+    assert len(report["done"]) == 18
+    assert report["done"][-2:] == [index_error_message(150_000, 300_000, 300_000)] * 2
+    assert report["same"]
+
+
+def _overlap_cases():
+    """name -> (rim, g, out, the input out overlaps)."""
+    rng = np.random.default_rng(23)
+    g10 = np.arange(10, dtype=np.float64)
+    buf = np.arange(30, dtype=np.float64)
+    ibuf = np.arange(40, dtype=np.int64) % 10
+    big = rng.standard_normal(200_000)
+    big_rim = rng.integers(0, 200_000, 200_000)
+    bad = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 99])
+    swapped = np.arange(20, dtype=np.float64)
+    return {
+        "out_is_grad_values": (np.arange(10), g10, g10, "grad_values"),
+        "out_is_map": (ibuf[:10], np.arange(10, dtype=np.int64), ibuf[:10], "reverse_index_map"),
+        "out_is_view_of_grad_values": (np.arange(10), buf[:20], buf[:20][5:15], "grad_values"),
+        "out_partially_overlaps_grad_values": (np.arange(10), buf[:20], buf[15:25],
+                                               "grad_values"),
+        "out_partially_overlaps_map": (ibuf[:10], np.arange(10, dtype=np.int64), ibuf[5:15],
+                                       "reverse_index_map"),
+        "out_overlaps_byteswapped_grad_values": (
+            np.arange(10), swapped.view(swapped.dtype.newbyteorder()), swapped[:10],
+            "grad_values"),
+        "out_overlaps_strided_grad_values": (np.arange(10), buf[::2], buf[:10], "grad_values"),
+        "out_overlaps_grad_values_with_bad_map": (bad, g10, g10, "grad_values"),
+        "out_overlaps_big_grad_values": (big_rim, big, big, "grad_values"),
+        "out_overlaps_big_map": (big_rim, big.view(np.int64), big_rim, "reverse_index_map"),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_overlap_cases()))
+def test_out_overlapping_an_input_is_rejected(name):
+    rim, g, out, which = _overlap_cases()[name]
+    before = _state(rim), _state(g), _state(out)
+    for nt in (None, 1, 2):
+        with pytest.raises(ValueError, match=f"^out must not overlap {which}$"):
+            grad(rim, g, num_threads=nt, out=out)
+    assert (_state(rim), _state(g), _state(out)) == before, "an input was modified"
