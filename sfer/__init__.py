@@ -6,8 +6,8 @@
 (array([1., 4.]), np.float64(2.0))
 """
 
-from sfer._core import openmp_enabled
-from sfer._grad import GradResult, sparse_fill_empty_rows_grad
+from sfer._core import openmp_enabled, sparse_fill_empty_rows_grad
+from sfer._result import GradResult
 from sfer._version import __version__
 
 __all__ = ["GradResult", "__version__", "openmp_enabled", "sparse_fill_empty_rows_grad"]

@@ -926,14 +926,12 @@ cdef inline bint disjoint(cnp.ndarray a, cnp.ndarray b) noexcept:
     return pa + cnp.PyArray_NBYTES(a) <= pb or pb + cnp.PyArray_NBYTES(b) <= pa
 
 
-def fast_grad(reverse_index_map, grad_values, num_threads, out):
-    """The whole call for the common case, in C; None when it does not apply.
-
-    Applies to exact ndarrays that the kernel can read as they are (1-D, C-contiguous,
-    aligned, native order, a built-in dtype), ``num_threads`` None or an int >= 1, and ``out``
-    None or a valid output.  Anything else returns None and sfer._grad validates it (and
-    raises the precise error).  This keeps a call on a small input near a microsecond.
-    """
+cdef object fast_grad(object reverse_index_map, object grad_values, object num_threads,
+                      object out):
+    # The whole call for the common case, in C; None when it does not apply: exact ndarrays
+    # that the kernel can read as they are (1-D, C-contiguous, aligned, native order, a
+    # built-in dtype), num_threads None or an int >= 1, out None or a valid output.  Anything
+    # else returns None and sfer._grad.slow_path validates it (and raises the precise error).
     cdef cnp.ndarray rim, g, d
     cdef int vkind, ikind, nthreads
     cdef cnp.npy_intp n
@@ -967,6 +965,67 @@ def fast_grad(reverse_index_map, grad_values, num_threads, out):
             return None
     run_checked(rim, g, d, vkind, ikind, nthreads, &total)
     return _tuple_new(GradResult, (d, to_scalar(&total, vkind, g.dtype)))
+
+
+_slow_path = None
+
+
+def sparse_fill_empty_rows_grad(reverse_index_map, grad_values, *, num_threads=None, out=None):
+    """The gradient of SparseFillEmptyRows (TensorFlow's ``SparseFillEmptyRowsGrad``).
+
+    Computes, for ``N = len(reverse_index_map)`` and ``N_full = len(grad_values)``::
+
+        d_values[j]     = grad_values[reverse_index_map[j]]        for 0 <= j < N
+        d_default_value = sum of grad_values[k] over every k in [0, N_full)
+                          that does not occur in reverse_index_map
+
+    Parameters
+    ----------
+    reverse_index_map : array_like of integers, shape (N,)
+        Any integer dtype.  Every entry must lie in ``[0, N_full)``; repeats are allowed
+        (a repeated position is excluded from the sum once).
+    grad_values : array_like, shape (N_full,)
+        float16, float32, float64, complex64, complex128, int8 .. int64, uint8 .. uint64, or
+        bfloat16 (with ``ml_dtypes`` installed).
+    num_threads : int, optional
+        The most OpenMP threads to use; ``None`` means OpenMP's default (``OMP_NUM_THREADS``).
+        Small inputs run on one thread.  The result is bit-identical for every value.
+    out : ndarray, optional
+        Where to write ``d_values``: shape ``(N,)``, ``grad_values``' dtype in native byte
+        order, writeable, C-contiguous, not overlapping either input.  Returned as
+        ``d_values``.  If the call raises IndexError, ``out`` is left zero-filled.
+
+    Returns
+    -------
+    GradResult
+        ``(d_values, d_default_value)``: a new array of shape ``(N,)`` (or ``out``) and a
+        NumPy scalar, both of ``grad_values``' dtype (in native byte order).
+
+    Raises
+    ------
+    TypeError
+        A dtype sfer does not handle, a ``num_threads`` that is not an int, a bad ``out`` type.
+    ValueError
+        An input that is not 1-D or not convertible to an array; ``num_threads < 1``; an
+        ``out`` of the wrong shape, read-only, non-contiguous or overlapping an input.
+    IndexError
+        An entry outside ``[0, N_full)``; the message names the first such position.
+
+    Notes
+    -----
+    Integer sums wrap modulo ``2**bits``.  float16, bfloat16, float32 and complex64 sums are
+    accumulated in float64, float64 and complex128 sums with compensated (Neumaier)
+    summation; the result is rounded once.  The inputs are never modified and the GIL is
+    released while the kernel runs.
+    """
+    global _slow_path
+    result = fast_grad(reverse_index_map, grad_values, num_threads, out)
+    if result is not None:
+        return result
+    if _slow_path is None:  # imported late: sfer._grad imports this module
+        from sfer._grad import slow_path
+        _slow_path = slow_path
+    return _slow_path(reverse_index_map, grad_values, num_threads, out)
 
 
 def openmp_enabled():

@@ -1,7 +1,8 @@
 """The validation layer: turns whatever the user passed into what the kernel may assume.
 
 The common case (ndarrays the kernel can read as they are) is handled whole in C by
-``sfer._core.fast_grad``; everything else comes here to be converted, or to get a precise error.
+``sfer._core.sparse_fill_empty_rows_grad``; everything else comes here to be converted, or to
+get a precise error.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from sfer import _core
 from sfer._result import GradResult
 
-__all__ = ["GradResult", "sparse_fill_empty_rows_grad"]
+__all__ = ["slow_path"]
 
 # bfloat16 is optional: it exists when ml_dtypes is installed.
 _BFLOAT16: np.dtype | None
@@ -112,64 +113,11 @@ def _check_out(out: Any, n: int, dtype: np.dtype, inputs: tuple[np.ndarray, ...]
     return out
 
 
-def sparse_fill_empty_rows_grad(
-    reverse_index_map: Any,
-    grad_values: Any,
-    *,
-    num_threads: int | None = None,
-    out: np.ndarray | None = None,
-) -> GradResult:
-    """The gradient of SparseFillEmptyRows (TensorFlow's ``SparseFillEmptyRowsGrad``).
-
-    Computes, for ``N = len(reverse_index_map)`` and ``N_full = len(grad_values)``::
-
-        d_values[j]     = grad_values[reverse_index_map[j]]        for 0 <= j < N
-        d_default_value = sum of grad_values[k] over every k in [0, N_full)
-                          that does not occur in reverse_index_map
-
-    Parameters
-    ----------
-    reverse_index_map : array_like of integers, shape (N,)
-        Any integer dtype.  Every entry must lie in ``[0, N_full)``; repeats are allowed
-        (a repeated position is excluded from the sum once).
-    grad_values : array_like, shape (N_full,)
-        float16, float32, float64, complex64, complex128, int8 .. int64, uint8 .. uint64, or
-        bfloat16 (with ``ml_dtypes`` installed).
-    num_threads : int, optional
-        The most OpenMP threads to use; ``None`` means OpenMP's default (``OMP_NUM_THREADS``).
-        Small inputs run on one thread.  The result is bit-identical for every value.
-    out : ndarray, optional
-        Where to write ``d_values``: shape ``(N,)``, ``grad_values``' dtype in native byte
-        order, writeable, C-contiguous, not overlapping either input.  Returned as
-        ``d_values``.  If the call raises IndexError, ``out`` is left zero-filled.
-
-    Returns
-    -------
-    GradResult
-        ``(d_values, d_default_value)``: a new array of shape ``(N,)`` (or ``out``) and a
-        NumPy scalar, both of ``grad_values``' dtype (in native byte order).
-
-    Raises
-    ------
-    TypeError
-        A dtype sfer does not handle, a ``num_threads`` that is not an int, a bad ``out`` type.
-    ValueError
-        An input that is not 1-D or not convertible to an array; ``num_threads < 1``; an
-        ``out`` of the wrong shape, read-only, non-contiguous or overlapping an input.
-    IndexError
-        An entry outside ``[0, N_full)``; the message names the first such position.
-
-    Notes
-    -----
-    Integer sums wrap modulo ``2**bits``.  float16, bfloat16, float32 and complex64 sums are
-    accumulated in float64, float64 and complex128 sums with compensated (Neumaier)
-    summation; the result is rounded once.  The inputs are never modified and the GIL is
-    released while the kernel runs.
-    """
-    result = _core.fast_grad(reverse_index_map, grad_values, num_threads, out)
-    if result is not None:
-        return result
-
+def slow_path(reverse_index_map: Any, grad_values: Any, num_threads: Any,
+              out: Any) -> GradResult:
+    """Everything ``sfer._core``'s C fast path does not take: converts the inputs for the
+    kernel (lists, strided, byte-swapped, unaligned, bfloat16, ...) or raises the precise
+    error.  Called by :func:`sfer.sparse_fill_empty_rows_grad`."""
     rim = _as_vector(reverse_index_map, "reverse_index_map", empty_dtype=np.int64)
     g = _as_vector(grad_values, "grad_values")
     nthreads = _thread_count(num_threads)
