@@ -210,23 +210,15 @@ def test_fork_pool_after_parallel_region(tmp_path):
         assert c["forked"] is True, "in_forked_child() is False in a fork Pool worker"
 
 
-def test_raw_os_fork_after_parallel_region(tmp_path):
-    """A bare os.fork() child calls sfer with num_threads=2 after the parent ran parallel
-    regions: it finishes (exit status 0 = correct and in_forked_child() True)."""
-    report = run_probe(tmp_path, "fork_raw", FORK_PROBE, timeout=90,
-                       args=["raw", 60, tmp_path / "child.json"])
+@pytest.mark.parametrize("mode", ["raw", "raw_busy"])
+def test_raw_os_fork(tmp_path, mode):
+    """A bare os.fork() child calls sfer with num_threads=2, either after the parent ran
+    parallel regions ("raw") or while another parent thread is inside them ("raw_busy", a
+    DataLoader-style fork from a busy process): it finishes (exit status 0 = correct and
+    in_forked_child() True)."""
+    report = run_probe(tmp_path, f"fork_{mode}", FORK_PROBE, timeout=90,
+                       args=[mode, 60, tmp_path / "child.json"])
     assert report["child_exit"] != "timeout", "the forked child hung (OpenMP after fork?)"
-    assert report["child_exit"] == 0, f"the forked child failed: exit {report['child_exit']}"
-    check_fork_report(report, report["children"])
-    assert report["children"][0]["forked"] is True
-
-
-def test_os_fork_while_another_thread_is_in_a_parallel_region(tmp_path):
-    """fork() while a parent thread is inside sfer's parallel regions (a DataLoader-style
-    fork from a busy process): the child's calls still finish, serially and correctly."""
-    report = run_probe(tmp_path, "fork_busy", FORK_PROBE, timeout=90,
-                       args=["raw_busy", 60, tmp_path / "child.json"])
-    assert report["child_exit"] != "timeout", "the forked child hung"
     assert report["child_exit"] == 0, f"the forked child failed: exit {report['child_exit']}"
     check_fork_report(report, report["children"])
     assert report["children"][0]["forked"] is True
