@@ -14,7 +14,10 @@ Facts about the kernel these tests are built around (sfer/_core.pyx):
 * the marking path gives each of up to 8 threads a bitmap of its own; more threads share
   them with atomic bit sets;
 * outputs of ``N * itemsize >= 32 MiB`` are written with non-temporal stores (4- and 8-byte
-  items; larger items are copied plainly).
+  items; larger items are copied plainly);
+* the marking path prefetches ``grad_values`` lines 24 entries ahead into L1, or, for a
+  ``grad_values`` of ``N_full * itemsize >= 6 MiB``, 128 entries ahead into L2 (a prefetch is
+  a hint, but the address it is given must come from an in-range entry).
 
 Whatever the path, the results must be the same bits: ``d_values`` is an exact gather and
 ``d_default_value`` does not depend on the path, the thread count or the order of the map.
@@ -47,6 +50,8 @@ grad = sfer.sparse_fill_empty_rows_grad
 BLOCK = 4096
 SERIAL_BELOW = 65536
 STREAM_BYTES = 1 << 25
+FAR_BYTES = 6 << 20  # grad_values from this size up: the marking path prefetches far, into L2
+FAR_AHEAD = 128  # ... this many entries ahead
 THREADS = (1, 2, 3, 5, 9)  # 9: more threads than the marking path's 8 private bitmaps
 ERR_THREADS = (1, 2, 3, 4, 9)
 #: float32/float64 have SIMD sum kernels; the others take the generic loop
@@ -731,6 +736,56 @@ def test_out_reused_across_calls(name):
         assert_bits_equal(out, fresh.d_values)
         assert_bits_equal(out, g[m])
         assert scalar_bits(res.d_default_value) == scalar_bits(fresh.d_default_value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The marking path's two prefetch modes (near below FAR_BYTES of grad_values, far from there)
+
+
+@pytest.mark.parametrize("name", ["float64", "float32", "complex128"])
+@pytest.mark.parametrize("side", ["below", "at"])
+def test_prefetch_modes(name, side):
+    itemsize = np.dtype(name).itemsize
+    n_full = FAR_BYTES // itemsize - (1 if side == "below" else 0)
+    rng = np.random.default_rng(n_full)
+    g = exact_grad(name, n_full, rng)
+    # duplicates, gaps, both ends of grad_values, and a map shorter than the distance
+    rim = rng.integers(0, n_full, size=n_full - n_full // 7)
+    rim[:3] = [0, n_full - 1, 0]
+    shuffled = unordered(rim, rng)
+    mask = unreferenced(rim, n_full)
+    if np.dtype(name).kind == "c":
+        rest = g[mask]
+        exact = np.complex128(rest.real.sum() + 1j * rest.imag.sum())
+    else:
+        exact = g[mask].astype(np.float64).sum()
+    expected = scalar_bits(np.asarray(exact).astype(name))
+    for m in (shuffled, shuffled[: FAR_AHEAD // 2], shuffled[: FAR_AHEAD + 1]):
+        want_sum = expected if m is shuffled else None
+        for nt in (1, 2, 9):
+            res = grad(m, g, num_threads=nt)
+            assert_bits_equal(res.d_values, g[m])
+            if want_sum is not None:
+                assert scalar_bits(res.d_default_value) == want_sum, nt
+            else:
+                check_result(res, m, g)
+
+
+@pytest.mark.parametrize("where", [-1, -FAR_AHEAD, -FAR_AHEAD - 1, 5])
+def test_prefetch_far_out_of_range(where):
+    # An out-of-range entry the far prefetch reaches before the loop does: it is not
+    # prefetched, and the IndexError still names the first bad j.
+    n_full = FAR_BYTES // 4
+    rng = np.random.default_rng(abs(where))
+    g = exact_grad("float32", n_full, rng)
+    rim = unordered(rng.integers(0, n_full, size=n_full // 2), rng)
+    rim[where] = n_full + 10**9
+    out = sentinel_like(rim.size, g.dtype)
+    for nt in (1, 2, 9):
+        expect_index_error(rim, g, n_full, nt)
+        expect_index_error(rim, g, n_full, nt, out=out)
+        assert not np.any(out.view(np.uint8))
+        out.view(np.uint8)[...] = 0xA5
 
 
 # ---------------------------------------------------------------------------------------------
