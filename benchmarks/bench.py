@@ -14,7 +14,9 @@ randomly permuted), float32 and float64 gradients, and these implementations:
 
 Every cell is verified: d_values must be bit-identical to NumPy's, d_default_value must agree
 within NumPy's rounding-error bound, and sfer's sum must have the same bits for every thread
-count.  A two-thread and a one-thread ``np.copyto`` bandwidth are measured as a baseline.
+count.  A two-thread and a one-thread ``np.copyto`` bandwidth are measured as a baseline, and
+the 1e8 cells also time a copy of their own least bytes.  The implementations of a cell are
+timed in interleaved rounds, so that load from elsewhere does not skew their ratios.
 
 Output: a Markdown report on stdout (``--markdown FILE`` too), ``--json FILE``, and a PNG plot
 (``--plot FILE``).  Progress goes to stderr.  The exit status is 1 if any check failed.
@@ -25,6 +27,7 @@ Run ``python benchmarks/bench.py --help`` for the options; see benchmarks/README
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
 import inspect
@@ -52,8 +55,9 @@ QUICK_EXPONENTS = (3, 4, 5, 6)
 
 REPEAT_SECONDS = 0.3  # timing budget per cell
 QUICK_REPEAT_SECONDS = 0.05
-MIN_REPEATS = 3
+MIN_REPEATS = 3  # the copy baseline
 MAX_REPEATS = 200
+ROUNDS = 5  # interleaved rounds per cell (so at least 5 samples of each implementation)
 MIN_SAMPLE_SECONDS = 2e-3  # calls faster than this are timed in batches of `number` calls
 
 COPY_BYTES = 1_600_000_000  # size of the source buffer for the copy-bandwidth baseline
@@ -61,7 +65,10 @@ QUICK_COPY_BYTES = 200_000_000
 
 DEFAULT_PLOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                             "throughput.png")
-IMPL_ORDER = ("sfer", "sfer (out=)", "NumPy", "TensorFlow")
+IMPL_ORDER = ("sfer", "sfer (out=)", "NumPy", "TensorFlow", "copy")
+#: cells moving at least this many (least) bytes also time a parallel copy of as many bytes,
+#: interleaved with the implementations, as their own bandwidth baseline
+CELL_COPY_MIN_BYTES = 500_000_000
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,19 +84,17 @@ class Timing:
     number: int  # calls per sample
 
 
-def time_call(fn: Callable[[], Any], budget: float) -> Timing:
-    """Median seconds per call of ``fn`` (already warmed up by the caller), GC disabled.
-
-    One untimed-for-the-result call estimates the cost; calls shorter than
-    ``MIN_SAMPLE_SECONDS`` are then timed in batches of ``number`` calls (time / number).
-    The number of samples fills about ``budget`` seconds, clamped to
-    [MIN_REPEATS, MAX_REPEATS].
-    """
+def calibrate(fn: Callable[[], Any]) -> Tuple[float, int]:
+    """(seconds of one call, calls per sample): calls shorter than ``MIN_SAMPLE_SECONDS`` are
+    timed in batches, so that one sample lasts at least that long."""
     t0 = perf_counter()
     fn()
     single = max(perf_counter() - t0, 1e-9)
-    number = max(1, math.ceil(MIN_SAMPLE_SECONDS / single))
-    repeats = int(min(MAX_REPEATS, max(MIN_REPEATS, budget // (single * number))))
+    return single, max(1, math.ceil(MIN_SAMPLE_SECONDS / single))
+
+
+def take_samples(fn: Callable[[], Any], number: int, repeats: int) -> List[float]:
+    """``repeats`` samples of seconds per call (each the mean of ``number`` calls), GC off."""
     samples = []
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -102,14 +107,47 @@ def time_call(fn: Callable[[], Any], budget: float) -> Timing:
     finally:
         if gc_was_enabled:
             gc.enable()
-    return Timing(float(statistics.median(samples)), repeats, number)
+    return samples
 
 
-def copy_bandwidth(nbytes: int, threads: int, budget: float) -> float:
-    """(bytes read + bytes written) / time, in GB/s, of ``np.copyto`` of an ``nbytes`` buffer.
+def time_call(fn: Callable[[], Any], budget: float) -> Timing:
+    """Median seconds per call of ``fn`` (already warmed up by the caller), GC disabled.
+
+    The number of samples fills about ``budget`` seconds, clamped to
+    [MIN_REPEATS, MAX_REPEATS].
+    """
+    single, number = calibrate(fn)
+    repeats = int(min(MAX_REPEATS, max(MIN_REPEATS, budget // (single * number))))
+    return Timing(float(statistics.median(take_samples(fn, number, repeats))), repeats, number)
+
+
+def time_interleaved(fns: Sequence[Callable[[], Any]], budget: float) -> List[Timing]:
+    """Median seconds per call of each of ``fns`` (warmed up by the caller), timed in
+    ``ROUNDS`` interleaved rounds.
+
+    Each round takes about ``budget / ROUNDS`` seconds of samples of every function in turn
+    (at least one), starting at a different function each round.  A burst of load from
+    elsewhere on the machine then falls on all of them instead of on whichever function
+    happened to be timed at that moment, and the ratios between them stay fair.
+    """
+    plans = [calibrate(fn) for fn in fns]
+    per_round = [int(min(MAX_REPEATS // ROUNDS, max(1, budget / ROUNDS // (single * number))))
+                 for single, number in plans]
+    samples: List[List[float]] = [[] for _ in fns]
+    for r in range(ROUNDS):
+        for k in range(len(fns)):
+            i = (k + r) % len(fns)
+            samples[i] += take_samples(fns[i], plans[i][1], per_round[i])
+    return [Timing(float(statistics.median(s)), len(s), plan[1])
+            for s, plan in zip(samples, plans)]
+
+
+def make_copy(nbytes: int, threads: int) -> Callable[[], None]:
+    """A function that copies an ``nbytes`` float32 buffer with ``np.copyto`` (so moves
+    ``2 * nbytes``: read + write).
 
     With ``threads > 1`` the buffer is split into equal parts, each copied by its own Python
-    thread (``np.copyto`` releases the GIL).  Both buffers are touched before timing.
+    thread (``np.copyto`` releases the GIL).  Both buffers are touched here.
     """
     n = nbytes // 4
     src = np.ones(n, dtype=np.float32)
@@ -128,9 +166,16 @@ def copy_bandwidth(nbytes: int, threads: int, budget: float) -> float:
         for worker in workers:
             worker.join()
 
+    return copy
+
+
+def copy_bandwidth(nbytes: int, threads: int, budget: float) -> float:
+    """(bytes read + bytes written) / time, in GB/s, of ``np.copyto`` of an ``nbytes`` buffer
+    on ``threads`` threads."""
+    copy = make_copy(nbytes, threads)
     copy()  # warm-up
     timing = time_call(copy, budget)
-    return 2 * n * 4 / timing.seconds / 1e9
+    return 2 * (nbytes // 4) * 4 / timing.seconds / 1e9
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,6 +315,7 @@ class Row:
     bandwidth_gbs: float  # least bytes moved / time
     ratio_vs_tf: Optional[float] = None  # t_TF / t_impl: > 1 means faster than TF
     ratio_vs_numpy: Optional[float] = None  # t_NumPy / t_impl
+    vs_copy: Optional[float] = None  # bandwidth_gbs / the cell's own copy bandwidth
     ok: bool = True
     problems: str = ""
 
@@ -284,81 +330,110 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+Contender = Tuple[str, int, Callable[[], Any], Callable[[Any], Tuple[Any, Any]]]
+
+
 def bench_cell(rim: np.ndarray, g: np.ndarray, map_kind: str, threads: Sequence[int],
                use_out: bool, tf: Any, budget: float) -> Tuple[List[Row], List[str]]:
     """Time and verify every implementation on one (size, map, dtype) cell."""
     ref = make_reference(rim, g)
     n, n_full, dtype = rim.shape[0], g.shape[0], g.dtype
     nbytes = least_bytes(rim, g)
+    label = f"N_full={n_full} {map_kind} {dtype.name}"
     rows: List[Row] = []
     warnings: List[str] = []
     sfer_sums: Dict[str, Any] = {}
 
-    def measure(impl: str, nthreads: int, fn: Callable[[], Any],
-                result: Callable[[Any], Tuple[np.ndarray, Any]]) -> None:
-        progress(f"  {n_full:>11,} {map_kind:<10} {dtype.name:<7} {impl:<12} "
-                 f"threads={nthreads}")
-        d_values, total = result(fn())  # warm-up, and the result we verify
-        problems = check(impl, d_values, total, ref, dtype)
-        if impl.startswith("sfer"):
-            sfer_sums[f"{impl}, {nthreads} thread(s)"] = np.asarray(total)
-        del d_values, total
-        timing = time_call(fn, budget)
-        row = Row(n_full, n, map_kind, dtype.name, impl, nthreads, timing.seconds,
-                  timing.repeats, timing.number, n_full / timing.seconds,
-                  nbytes / timing.seconds / 1e9, ok=not problems,
-                  problems="; ".join(problems))
-        rows.append(row)
-        for problem in problems:
-            warnings.append(f"N_full={n_full} {map_kind} {dtype.name} {impl} "
-                            f"threads={nthreads}: {problem}")
-
+    # (implementation, threads, function to time, its result -> (d_values, d_default_value))
+    contenders: List[Contender] = []
     for t in threads:
-        measure("sfer", t,
-                lambda t=t: sfer.sparse_fill_empty_rows_grad(rim, g, num_threads=t),
-                tuple)
-    if use_out:
-        out = np.empty(n, dtype=dtype)
+        contenders.append(
+            ("sfer", t, lambda t=t: sfer.sparse_fill_empty_rows_grad(rim, g, num_threads=t),
+             tuple))
+    out = np.empty(n, dtype=dtype) if use_out else None
+    if out is not None:
         for t in threads:
-            out.fill(np.nan)  # so that the check sees what this call wrote
-
             def with_out(t: int = t) -> Any:
                 return sfer.sparse_fill_empty_rows_grad(rim, g, num_threads=t, out=out)
 
-            try:
-                measure("sfer (out=)", t, with_out, lambda r: (out, r[1]))
-            except (TypeError, ValueError) as exc:
-                warnings.append(f"sfer rejected out= ({type(exc).__name__}: {exc}); "
-                                f"the out= rows are skipped")
-                break
-        del out
-    measure("NumPy", 1, lambda: numpy_composite(rim, g), tuple)
+            contenders.append(("sfer (out=)", t, with_out, lambda r: (out, r[1])))
+    contenders.append(("NumPy", 1, lambda: numpy_composite(rim, g), tuple))
+    device: Any = contextlib.nullcontext()
     if tf is not None:
-        with tf.device("/CPU:0"):
+        device = tf.device("/CPU:0")
+        with device:
             t_rim = tf.constant(rim)  # converted once, outside the timed region
             t_g = tf.constant(g)
-            op = tf.raw_ops.SparseFillEmptyRowsGrad
-            measure("TensorFlow", 1,
-                    lambda: op(reverse_index_map=t_rim, grad_values=t_g),
-                    lambda r: (r.d_values.numpy(), r.d_default_value.numpy()))
-            del t_rim, t_g
+        op = tf.raw_ops.SparseFillEmptyRowsGrad
+        contenders.append(("TensorFlow", 1,
+                           lambda: op(reverse_index_map=t_rim, grad_values=t_g),
+                           lambda r: (r.d_values.numpy(), r.d_default_value.numpy())))
+
+    if nbytes >= CELL_COPY_MIN_BYTES:
+        # np.copyto of nbytes / 2 bytes moves nbytes, the least traffic of this cell
+        contenders.append(("copy", max(threads), make_copy(nbytes // 2, max(threads)), None))
+
+    # TensorFlow's calls must run inside its device context; the context does nothing to the
+    # others, and it is entered once, outside every timed call.
+    with device:
+        # Verify each implementation; its first call is also its warm-up.
+        checked: List[Tuple[str, int, Callable[[], Any], List[str]]] = []
+        skip_out = False
+        for impl, nthreads, fn, result in contenders:
+            if impl == "copy":
+                checked.append((impl, nthreads, fn, []))
+                continue
+            if impl == "sfer (out=)":
+                if skip_out:
+                    continue
+                assert out is not None
+                out.fill(np.nan)  # so that the check sees what this call wrote
+                try:
+                    d_values, total = result(fn())
+                except (TypeError, ValueError) as exc:
+                    warnings.append(f"sfer rejected out= ({type(exc).__name__}: {exc}); "
+                                    f"the out= rows are skipped")
+                    skip_out = True
+                    continue
+            else:
+                d_values, total = result(fn())
+            problems = check(impl, d_values, total, ref, dtype)
+            if impl.startswith("sfer"):
+                sfer_sums[f"{impl}, {nthreads} thread(s)"] = np.asarray(total)
+            del d_values, total
+            warnings += [f"{label} {impl} threads={nthreads}: {p}" for p in problems]
+            checked.append((impl, nthreads, fn, problems))
+
+        progress(f"  {n_full:>11,} {map_kind:<10} {dtype.name:<7} timing "
+                 + ", ".join(f"{impl} x{nthreads}" for impl, nthreads, _, _ in checked))
+        timings = time_interleaved([fn for _, _, fn, _ in checked], budget * len(checked))
+
+    for (impl, nthreads, _, problems), timing in zip(checked, timings):
+        rows.append(Row(n_full, n, map_kind, dtype.name, impl, nthreads, timing.seconds,
+                        timing.repeats, timing.number, n_full / timing.seconds,
+                        nbytes / timing.seconds / 1e9, ok=not problems,
+                        problems="; ".join(problems)))
 
     bits = {key: value.tobytes() for key, value in sfer_sums.items()}
     if len(set(bits.values())) > 1:
         listing = ", ".join(f"{key}: {sfer_sums[key]!r}" for key in sfer_sums)
-        warnings.append(f"N_full={n_full} {map_kind} {dtype.name}: sfer's d_default_value "
-                        f"differs between thread counts ({listing})")
+        warnings.append(f"{label}: sfer's d_default_value differs between thread counts "
+                        f"({listing})")
         for row in rows:
             if row.impl.startswith("sfer"):
                 row.ok = False
                 row.problems = "; ".join(filter(None, [row.problems,
                                                        "sum bits depend on thread count"]))
 
-    by_impl = {row.impl: row.seconds for row in rows if row.impl in ("NumPy", "TensorFlow")}
+    by_impl = {row.impl: row for row in rows if row.impl in ("NumPy", "TensorFlow", "copy")}
     for row in rows:
+        if "copy" in by_impl:
+            row.vs_copy = row.bandwidth_gbs / by_impl["copy"].bandwidth_gbs
+        if row.impl == "copy":
+            continue
         if "TensorFlow" in by_impl:
-            row.ratio_vs_tf = by_impl["TensorFlow"] / row.seconds
-        row.ratio_vs_numpy = by_impl["NumPy"] / row.seconds
+            row.ratio_vs_tf = by_impl["TensorFlow"].seconds / row.seconds
+        row.ratio_vs_numpy = by_impl["NumPy"].seconds / row.seconds
     return rows, warnings
 
 
@@ -486,32 +561,38 @@ def markdown_report(info: Dict[str, Any], copy_gbs: Dict[str, float], copy_bytes
         f"{copy_bytes / 1e9:.2g} GB float32 buffer: {copy_text}",
         f"- Data: int64 map keeping each position with p = {KEEP_PROBABILITY} "
         f"(\"shuffled\" = the same map permuted); standard-normal gradients; seed {SEED}",
-        f"- Timing: median per call, warm-up first, GC off; samples fill ~{budget:g} s per row "
-        f"({MIN_REPEATS}..{MAX_REPEATS} samples, calls under {MIN_SAMPLE_SECONDS * 1e3:g} ms "
-        f"timed in batches)",
+        f"- Timing: median per call, warm-up first, GC off; the implementations of a cell are "
+        f"timed in {ROUNDS} interleaved rounds, samples filling ~{budget:g} s per row "
+        f"(at least {ROUNDS} samples; calls under {MIN_SAMPLE_SECONDS * 1e3:g} ms timed in "
+        f"batches)",
         "- eff. BW = (8·N + itemsize·N_full + itemsize·N) bytes / time; "
         "vs X = time of X / time of this row (> 1: faster than X)",
+        f"- copy: cells of at least {CELL_COPY_MIN_BYTES / 1e6:g} MB of least traffic also "
+        "time an `np.copyto` that moves as many bytes (read + write), on the most threads, "
+        "interleaved with the others; % of copy = eff. BW / that copy's",
         "",
         "| N_full | map | dtype | impl | threads | time/call | throughput (elem/s) "
-        "| eff. BW (GB/s) | vs TF | vs NumPy |",
-        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| eff. BW (GB/s) | % of copy | vs TF | vs NumPy |",
+        "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {fmt_size(row.n_full)} | {row.map} | {row.dtype} | {row.impl} | {row.threads} "
             f"| {fmt_seconds(row.seconds)} | {fmt_rate(row.throughput)} "
-            f"| {row.bandwidth_gbs:.2f} | {fmt_ratio(row.ratio_vs_tf)} "
-            f"| {fmt_ratio(row.ratio_vs_numpy)} |")
+            f"| {row.bandwidth_gbs:.2f} "
+            f"| {'–' if row.vs_copy is None else f'{100 * row.vs_copy:.0f}%'} "
+            f"| {fmt_ratio(row.ratio_vs_tf)} | {fmt_ratio(row.ratio_vs_numpy)} |")
         if not row.ok:
             problems = row.problems.replace("|", "\\|")
-            lines.append(f"| ⚠ | | | **MISMATCH** | | {problems} | | | | |")
+            lines.append(f"| ⚠ | | | **MISMATCH** | | {problems} | | | | | |")
     lines.append("")
     if warnings:
         lines.append(f"**{len(warnings)} problem(s):**")
         lines.append("")
         lines += [f"- {w}" for w in warnings]
     else:
-        lines.append(f"Verified: in all {len(rows)} rows d_values is bit-identical to NumPy's, "
+        checked = sum(row.impl != "copy" for row in rows)
+        lines.append(f"Verified: in all {checked} rows d_values is bit-identical to NumPy's, "
                      "d_default_value agrees within rounding-error bounds, and sfer's sum has "
                      "the same bits for every thread count.")
     return "\n".join(lines) + "\n"
@@ -550,7 +631,8 @@ def plot(path: str, rows: List[Row], maps: Sequence[str], dtypes: Sequence[str],
     for i, map_kind in enumerate(maps):
         for j, dtype_name in enumerate(dtypes):
             ax = axes[i][j]
-            cell = [r for r in rows if r.map == map_kind and r.dtype == dtype_name]
+            cell = [r for r in rows
+                    if r.map == map_kind and r.dtype == dtype_name and r.impl != "copy"]
             series = sorted({(r.impl, r.threads) for r in cell},
                             key=lambda s: (IMPL_ORDER.index(s[0]), s[1]))
             for impl, threads in series:
@@ -669,7 +751,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.json:
         config = {"exponents": exponents, "maps": args.maps, "dtypes": args.dtypes,
                   "threads": threads, "repeat_seconds": budget, "seed": SEED,
-                  "keep_probability": KEEP_PROBABILITY, "min_repeats": MIN_REPEATS,
+                  "keep_probability": KEEP_PROBABILITY, "rounds": ROUNDS,
                   "max_repeats": MAX_REPEATS, "min_sample_seconds": MIN_SAMPLE_SECONDS}
         write_json(args.json, info, copy_gbs, copy_bytes, config, rows, warnings)
     if args.plot:
