@@ -6,7 +6,21 @@
 (array([1., 4.]), np.float64(2.0))
 """
 
-from sfer._core import openmp_enabled, sparse_fill_empty_rows_grad
+try:
+    from sfer._core import openmp_enabled, sparse_fill_empty_rows_grad
+except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subprocess
+    if exc.name != "sfer._core":
+        raise
+    import os as _os
+
+    raise ImportError(
+        "sfer's compiled extension (sfer._core) is missing from "
+        f"{_os.path.dirname(_os.path.abspath(__file__))}. This happens when Python imports "
+        "sfer from its source tree, e.g. when `python -m sfer` runs in the repository root: "
+        "the current directory comes first on sys.path and shadows the installed sfer. Run "
+        "the installed `sfer` command, or run Python from another directory; to work in the "
+        "source tree, build in place with `python setup.py build_ext --inplace`."
+    ) from None
 from sfer._result import GradResult
 from sfer._version import __version__
 

@@ -100,6 +100,31 @@ def test_console_script_help(tmp_path):
     assert "grad" in proc.stdout
 
 
+def unbuilt_source_tree(root: Path) -> Path:
+    """A copy of the sfer package's Python files without the compiled extension, as a fresh
+    checkout has it, in ``root``; returns ``root`` (the "repository root")."""
+    pkg = root / "sfer"
+    pkg.mkdir()
+    for f in PKG_DIR.glob("*.py"):
+        (pkg / f.name).write_text(f.read_text())
+    return root
+
+
+def test_readme_main_job_runs_in_repository_root(tmp_path):
+    # The README's "pip install . && sfer" is typed in the repository root, where an unbuilt
+    # sfer/ sits in the current directory; the installed command must not import it.
+    proc = run([sfer_command()], unbuilt_source_tree(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "agree" in proc.stdout.lower(), proc.stdout
+
+
+def test_import_from_unbuilt_source_tree_says_why(tmp_path):
+    proc = run([sys.executable, "-m", "sfer"], unbuilt_source_tree(tmp_path))
+    assert proc.returncode != 0
+    assert "compiled extension (sfer._core) is missing" in proc.stderr, proc.stderr
+    assert "build_ext --inplace" in proc.stderr
+
+
 def test_python_dash_m_help(tmp_path):
     proc = run([sys.executable, "-m", "sfer", "--help"], tmp_path)
     assert proc.returncode == 0, proc.stderr
