@@ -8,8 +8,8 @@
 
 try:
     from sfer._core import openmp_enabled, sparse_fill_empty_rows_grad
-except ModuleNotFoundError as exc:  # pragma: no cover - exercised in a subprocess
-    if exc.name != "sfer._core":
+except ModuleNotFoundError as _exc:  # pragma: no cover - exercised in a subprocess
+    if _exc.name != "sfer._core":
         raise
     import os as _os
 
