@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""A/B timing of two builds of sfer's extension in one process, interleaved call by call.
+
+On a shared VM the speed of memory and cores drifts over seconds to minutes, so two builds
+timed in two processes, or one after the other, can differ by 30% or more for no reason in
+the code.  Here both builds run in the same process on the same arrays, alternating A and B
+(ABBA order), and the report gives each one's median and the median of the paired ratios.
+
+Usage::
+
+    # two trees that each hold a built sfer/ package (e.g. copies of a checkout after
+    # `python setup.py build_ext --inplace`, before and after a change)
+    python benchmarks/ab.py BUILD_A BUILD_B 1e8:float32:increasing:2:out 1e7:float32:shuffled
+
+A case is ``N_FULL:DTYPE:MAP[:THREADS[:out]]``: MAP is ``increasing`` or ``shuffled``
+(90% of positions kept, int64), THREADS defaults to 2, and ``out`` passes a preallocated
+``out=``.  Results of A and B must be bit-identical, or the script stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def load_builds(build_a: str, build_b: str, root: str) -> dict:
+    """Import the extension of each build as ``sferA._core`` / ``sferB._core``.
+
+    The extension imports ``sfer._result`` and friends, so build A's ``sfer`` package is put
+    on ``sys.path`` first and imported; then each build's ``_core`` shared object is copied
+    into a package of its own and imported from there.
+    """
+    shutil.copytree(os.path.join(build_a, "sfer"), os.path.join(root, "sfer"))
+    sys.path.insert(0, root)
+    importlib.import_module("sfer")
+    modules = {}
+    for name, build in (("A", build_a), ("B", build_b)):
+        package = os.path.join(root, "sfer" + name)
+        os.makedirs(package)
+        open(os.path.join(package, "__init__.py"), "w").close()
+        found = [f for f in os.listdir(os.path.join(build, "sfer"))
+                 if f.startswith("_core.") and f.endswith((".so", ".pyd"))]
+        if len(found) != 1:
+            sys.exit(f"{build}/sfer: expected one built _core extension, found {found}")
+        shutil.copy(os.path.join(build, "sfer", found[0]), package)
+        modules[name] = importlib.import_module(f"sfer{name}._core")
+    return modules
+
+
+def parse_case(text: str):
+    parts = text.split(":")
+    if len(parts) < 3 or parts[2] not in ("increasing", "shuffled"):
+        raise argparse.ArgumentTypeError(f"bad case {text!r} (N_FULL:DTYPE:MAP[:THREADS[:out]])")
+    threads = int(parts[3]) if len(parts) > 3 else 2
+    return int(float(parts[0])), np.dtype(parts[1]), parts[2], threads, parts[4:] == ["out"]
+
+
+def run_case(modules: dict, case, seconds: float) -> str:
+    n_full, dtype, kind, threads, use_out = case
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal(n_full).astype(dtype)
+    rim = np.flatnonzero(rng.random(n_full) < 0.9)
+    if kind == "shuffled":
+        rim = rng.permutation(rim)
+    out = np.zeros(rim.shape[0], dtype) if use_out else None
+    calls = {name: (lambda m=m: m.sparse_fill_empty_rows_grad(rim, g, num_threads=threads,
+                                                                  out=out))
+             for name, m in modules.items()}
+    a, b = calls["A"](), calls["B"]()
+    if (np.asarray(a[0]).tobytes() != np.asarray(b[0]).tobytes()
+            or np.asarray(a[1]).tobytes() != np.asarray(b[1]).tobytes()):
+        sys.exit(f"A and B disagree on {case}")
+    t0 = time.perf_counter()
+    calls["A"]()
+    one = time.perf_counter() - t0
+    number = max(1, int(2e-3 / one))  # calls per sample
+    rounds = max(10, min(200, int(seconds / (2 * one * number))))
+    samples = {"A": [], "B": []}
+    for r in range(rounds):
+        for name in ("AB" if r % 2 == 0 else "BA"):
+            t0 = time.perf_counter()
+            for _ in range(number):
+                calls[name]()
+            samples[name].append((time.perf_counter() - t0) / number)
+    ta, tb = statistics.median(samples["A"]), statistics.median(samples["B"])
+    paired = statistics.median(y / x for x, y in zip(samples["A"], samples["B"]))
+    label = f"{n_full:.0e} {dtype.name} {kind} {threads}t{' out=' if use_out else ''}"
+    return (f"{label:<32} A {ta * 1e3:10.4f} ms   B {tb * 1e3:10.4f} ms   "
+            f"B/A {tb / ta:.3f} (paired median {paired:.3f}, {rounds} rounds)")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("build_a")
+    parser.add_argument("build_b")
+    parser.add_argument("cases", nargs="+", type=parse_case)
+    parser.add_argument("--seconds", type=float, default=3.0, help="time budget per case")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as root:
+        modules = load_builds(os.path.abspath(args.build_a), os.path.abspath(args.build_b),
+                              root)
+        for case in args.cases:
+            print(run_case(modules, case, args.seconds), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
