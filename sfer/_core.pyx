@@ -31,6 +31,7 @@ from sfer._openmp cimport SFER_HAVE_OPENMP, omp_get_max_threads
 import os
 
 from sfer._result import GradResult
+from sfer._threads import _default_num_threads
 
 cnp.import_array()
 
@@ -216,6 +217,8 @@ cdef extern from *:
     static inline void sfer_calls_reset(void) { __atomic_store_n(&sfer_calls, 0, __ATOMIC_RELAXED); }
     static inline int sfer_flag_get(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
     static inline void sfer_flag_set(int *p) { __atomic_store_n(p, 1, __ATOMIC_RELAXED); }
+    /* The thread count the latest kernel call ran with (a test hook: see _last_threads). */
+    static int sfer_last_threads = 0;
     """
     ctypedef struct sfer_f16:
         uint16_t bits
@@ -249,6 +252,7 @@ cdef extern from *:
     void sfer_calls_reset() noexcept nogil
     int sfer_flag_get(int *p) noexcept nogil
     void sfer_flag_set(int *p) noexcept nogil
+    int sfer_last_threads
 
 
 # Value kinds (by what the sum needs; signed and unsigned integers of one width share a kind)
@@ -846,6 +850,7 @@ cdef int64_t run_checked(cnp.ndarray rim, cnp.ndarray g, cnp.ndarray d, int vkin
     # Runs the kernel with the GIL released.  rim, g: in; d, total: out.  Returns -1, or
     # raises IndexError for the first out-of-range entry (zeroing d, which may be the caller's
     # out=, so that no half-written result is left behind) or MemoryError.
+    global sfer_last_threads
     cdef const void *gp = cnp.PyArray_DATA(g)
     cdef const void *rp = cnp.PyArray_DATA(rim)
     cdef void *dp = cnp.PyArray_DATA(d)
@@ -856,14 +861,17 @@ cdef int64_t run_checked(cnp.ndarray rim, cnp.ndarray g, cnp.ndarray d, int vkin
     cdef int nthreads = num_threads
     if n + n_full < SERIAL_BELOW or _forked_child:
         nthreads = 1
+    elif nthreads <= 0:
+        # The default (sfer.get_num_threads): OMP_NUM_THREADS or a threadpoolctl limit when
+        # set, else the CPUs this process may use (affinity mask, container CPU quota).
+        nthreads = _default_num_threads()
     with nogil:
-        # Thread policy: num_threads (default: OpenMP's max_threads, which OMP_NUM_THREADS and
-        # threadpoolctl set) is shared out among the calls running at the same moment, so
-        # that many Python threads calling sfer at once do not oversubscribe the cores.
+        # Thread policy: the thread count is shared out among the calls running at the same
+        # moment, so that many Python threads calling sfer at once do not oversubscribe the
+        # cores.
         active = sfer_calls_enter()
-        if nthreads <= 0:
-            nthreads = omp_get_max_threads()
         nthreads = max(1, nthreads // active)
+        sfer_last_threads = nthreads
         bad = run_value(gp, vkind, n_full, rp, ikind, n, dp, nthreads, total)
         sfer_calls_leave()
     if bad == ERR_NOMEM:
@@ -1050,5 +1058,11 @@ def openmp_enabled():
 
 
 def max_threads():
-    """The thread count a call with ``num_threads=None`` would use on a large input."""
+    """OpenMP's ``omp_get_max_threads()`` (1 in a serial build)."""
     return omp_get_max_threads()
+
+
+def _last_threads():
+    """The thread count the latest kernel call ran with, after the small-input, fork and
+    sharing rules (a test hook; racy when several Python threads call sfer at once)."""
+    return sfer_last_threads
