@@ -21,6 +21,10 @@ timed in interleaved rounds, so that load from elsewhere does not skew their rat
 Output: a Markdown report on stdout (``--markdown FILE`` too), ``--json FILE``, and a PNG plot
 (``--plot FILE``).  Progress goes to stderr.  The exit status is 1 if any check failed.
 
+``--scaling`` measures thread scaling instead: sfer (with ``out=``) at every ``--threads`` count
+on N_full = 1e7 shuffled and 1e8 increasing float32 maps, each thread count beside a copy of the
+case's least bytes on as many threads; neither NumPy nor TensorFlow is timed (nor imported).
+
 Run ``python benchmarks/bench.py --help`` for the options; see benchmarks/README.md.
 """
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import gc
 import inspect
 import json
@@ -38,6 +43,7 @@ import platform
 import statistics
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from time import perf_counter
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -69,6 +75,14 @@ IMPL_ORDER = ("sfer", "sfer (out=)", "NumPy", "TensorFlow", "copy")
 #: cells moving at least this many (least) bytes also time a parallel copy of as many bytes,
 #: interleaved with the implementations, as their own bandwidth baseline
 CELL_COPY_MIN_BYTES = 500_000_000
+
+#: --scaling: the default (N_full exponent, map, dtype) cases; --sizes, --maps and --dtypes
+#: each replace that part of every case
+SCALING_CASES = ((7, "shuffled", "float32"), (8, "increasing", "float32"))
+SCALING_REPEAT_SECONDS = 1.0  # timing budget per row (sfer or copy at one thread count)
+SCALING_REFERENCE_THREADS = 8  # the report gives time(largest thread count) / time(this)
+DEFAULT_SCALING_PLOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                    "scaling.png")
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,23 +156,42 @@ def time_interleaved(fns: Sequence[Callable[[], Any]], budget: float) -> List[Ti
             for s, plan in zip(samples, plans)]
 
 
-def make_copy(nbytes: int, threads: int) -> Callable[[], None]:
-    """A function that copies an ``nbytes`` float32 buffer with ``np.copyto`` (so moves
-    ``2 * nbytes``: read + write).
-
-    With ``threads > 1`` the buffer is split into equal parts, each copied by its own Python
-    thread (``np.copyto`` releases the GIL).  Both buffers are touched here.
-    """
+def copy_buffers(nbytes: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(source, destination): two touched float32 buffers of ``nbytes`` for ``make_copy``."""
     n = nbytes // 4
     src = np.ones(n, dtype=np.float32)
     dst = np.empty(n, dtype=np.float32)
     dst.fill(0.0)
+    return src, dst
+
+
+def make_copy(nbytes: int, threads: int,
+              buffers: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+              pool: Optional[ThreadPoolExecutor] = None) -> Callable[[], None]:
+    """A function that copies an ``nbytes`` float32 buffer with ``np.copyto`` (so moves
+    ``2 * nbytes``: read + write).
+
+    With ``threads > 1`` the buffer is split into equal parts, each copied by its own Python
+    thread (``np.copyto`` releases the GIL).  Both buffers are touched here, unless
+    ``buffers`` (from ``copy_buffers(nbytes)``) is given, which lets several copy functions
+    share their memory.  With ``pool`` (at least ``threads - 1`` workers) the calling thread
+    copies the first part and the pool's threads the others, so that starting threads is
+    not part of each call.
+    """
+    src, dst = buffers if buffers is not None else copy_buffers(nbytes)
+    n = src.shape[0]
     bounds = [n * i // threads for i in range(threads + 1)]
     parts = [(dst[a:b], src[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def copy() -> None:
         if threads == 1:
             np.copyto(dst, src)
+            return
+        if pool is not None:
+            futures = [pool.submit(np.copyto, *part) for part in parts[1:]]
+            np.copyto(*parts[0])
+            for future in futures:
+                future.result()
             return
         workers = [threading.Thread(target=np.copyto, args=part) for part in parts]
         for worker in workers:
@@ -539,19 +572,21 @@ def fmt_rate(per_second: float) -> str:
     return f"{per_second:.3g} /s"
 
 
+def fmt_bytes(nbytes: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes:.0f} B"
+
+
 def fmt_ratio(ratio: Optional[float]) -> str:
     return "–" if ratio is None else f"{ratio:.2f}×"
 
 
-def markdown_report(info: Dict[str, Any], copy_gbs: Dict[str, float], copy_bytes: int,
-                    rows: List[Row], warnings: List[str], budget: float) -> str:
-    """The whole report: header, table, verification summary."""
+def machine_lines(info: Dict[str, Any]) -> List[str]:
+    """The report header's lines about the machine and the software."""
     memory = f", {info['memory_gib']:.1f} GiB RAM" if info["memory_gib"] else ""
-    copy_text = ", ".join(f"{k} thread{'s' if k != '1' else ''}: **{v:.1f} GB/s**"
-                          for k, v in copy_gbs.items())
-    lines = [
-        "# sfer benchmark: SparseFillEmptyRowsGrad",
-        "",
+    return [
         f"- Date: {info['date']}",
         f"- CPU: {info['cpu_model']} ({info['logical_cpus']} logical CPUs, "
         f"{info['usable_cpus']} usable{memory})",
@@ -559,6 +594,18 @@ def markdown_report(info: Dict[str, Any], copy_gbs: Dict[str, float], copy_bytes
         f"- sfer {info['sfer']}, `sfer.openmp_enabled()` = {info['sfer_openmp_enabled']}, "
         f"`out=` supported: {'yes' if info['sfer_accepts_out'] else 'no'}"
         + (f", OMP_NUM_THREADS={info['OMP_NUM_THREADS']}" if info["OMP_NUM_THREADS"] else ""),
+    ]
+
+
+def markdown_report(info: Dict[str, Any], copy_gbs: Dict[str, float], copy_bytes: int,
+                    rows: List[Row], warnings: List[str], budget: float) -> str:
+    """The whole report: header, table, verification summary."""
+    copy_text = ", ".join(f"{k} thread{'s' if k != '1' else ''}: **{v:.1f} GB/s**"
+                          for k, v in copy_gbs.items())
+    lines = [
+        "# sfer benchmark: SparseFillEmptyRowsGrad",
+        "",
+        *machine_lines(info),
         f"- Copy bandwidth, (bytes read + bytes written) / time, `np.copyto` of a "
         f"{copy_bytes / 1e9:.2g} GB float32 buffer: {copy_text}",
         f"- Data: int64 map keeping each position with p = {KEEP_PROBABILITY} "
@@ -602,10 +649,13 @@ def markdown_report(info: Dict[str, Any], copy_gbs: Dict[str, float], copy_bytes
 
 def write_json(path: str, info: Dict[str, Any], copy_gbs: Dict[str, float], copy_bytes: int,
                config: Dict[str, Any], rows: List[Row], warnings: List[str]) -> None:
-    payload = {"machine": info,
-               "copy_bandwidth_gbs": {"buffer_bytes": copy_bytes, **copy_gbs},
-               "config": config, "results": [asdict(row) for row in rows],
-               "warnings": warnings}
+    dump_json(path, {"machine": info,
+                     "copy_bandwidth_gbs": {"buffer_bytes": copy_bytes, **copy_gbs},
+                     "config": config, "results": [asdict(row) for row in rows],
+                     "warnings": warnings})
+
+
+def dump_json(path: str, payload: Dict[str, Any]) -> None:
     ensure_parent(path)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=1)
@@ -666,6 +716,305 @@ def plot(path: str, rows: List[Row], maps: Sequence[str], dtypes: Sequence[str],
 
 
 # --------------------------------------------------------------------------------------------
+# Thread scaling (--scaling)
+# --------------------------------------------------------------------------------------------
+
+def scaling_cases(sizes: Optional[Sequence[int]], maps: Optional[Sequence[str]],
+                  dtypes: Optional[Sequence[str]]) -> List[Tuple[int, str, str]]:
+    """The (exponent, map, dtype) cases: ``SCALING_CASES``, with each option that is given
+    replacing that part of every case (duplicates dropped, order kept)."""
+    cases: Dict[Tuple[int, str, str], None] = {}
+    for exponent, map_kind, dtype_name in SCALING_CASES:
+        for e in sizes or [exponent]:
+            for m in maps or [map_kind]:
+                for d in dtypes or [dtype_name]:
+                    cases[(e, m, d)] = None
+    return list(cases)
+
+
+def default_scaling_threads() -> List[int]:
+    """1, 2, 4, ... up to the usable CPUs, and the usable CPUs themselves."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 1
+    return sorted({1 << k for k in range(usable.bit_length()) if 1 << k <= usable} | {usable})
+
+
+def peak_rss_gb() -> Optional[float]:
+    """This process's peak resident memory so far, in GB (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not Unix
+        return None
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib * (1 if sys.platform == "darwin" else 1024) / 1e9
+
+
+def time_ratio(seconds: Dict[int, float]) -> Optional[float]:
+    """time at the largest thread count / time at SCALING_REFERENCE_THREADS, if both exist."""
+    largest = max(seconds)
+    if SCALING_REFERENCE_THREADS not in seconds or largest <= SCALING_REFERENCE_THREADS:
+        return None
+    return seconds[largest] / seconds[SCALING_REFERENCE_THREADS]
+
+
+def bench_scaling_case(exponent: int, map_kind: str, dtype_name: str, threads: Sequence[int],
+                       use_out: bool, pool: ThreadPoolExecutor,
+                       budget: float) -> Tuple[List[Row], Dict[str, Any], List[str]]:
+    """sfer at every thread count beside a copy of the case's least bytes on as many threads.
+
+    sfer is verified once per thread count (against NumPy's result, and the sum's bits
+    across thread counts), then sfer(t) and copy(t) for all t are timed interleaved.
+    Returns the rows (sfer's, then the copies'), a summary for the report, and problems.
+    """
+    dtype = np.dtype(dtype_name)
+    progress(f"N_full = 10^{exponent} {map_kind} {dtype_name}: generating data")
+    rim = make_maps(exponent, [map_kind])[map_kind]
+    g = make_grad(exponent, dtype)
+    n, n_full = rim.shape[0], g.shape[0]
+    nbytes = least_bytes(rim, g)
+    impl = "sfer (out=)" if use_out else "sfer"
+    label = f"N_full={n_full} {map_kind} {dtype_name}"
+    out = np.empty(n, dtype=dtype) if use_out else None
+    kwargs = {"out": out} if use_out else {}
+    last_threads = getattr(getattr(sfer, "_core", None), "_last_threads", None)
+
+    def run_sfer(t: int) -> Any:
+        return sfer.sparse_fill_empty_rows_grad(rim, g, num_threads=t, **kwargs)
+
+    # Verify every thread count (each call also warms it up), then drop the reference.
+    progress(f"  verifying sfer at {', '.join(map(str, threads))} thread(s)")
+    ref = make_reference(rim, g)
+    problems: Dict[int, List[str]] = {}
+    sums: Dict[int, np.ndarray] = {}
+    ran: Dict[int, Optional[int]] = {}
+    for t in threads:
+        if out is not None:
+            out.fill(np.nan)  # so that the check sees what this call wrote
+        d_values, total = run_sfer(t)
+        ran[t] = int(last_threads()) if last_threads is not None else None
+        problems[t] = check(impl, d_values, total, ref, dtype)
+        sums[t] = np.asarray(total)
+        del d_values, total
+    del ref
+    gc.collect()
+    warnings = [f"{label} {impl} threads={t}: {p}" for t in threads for p in problems[t]]
+    if len({value.tobytes() for value in sums.values()}) > 1:
+        listing = ", ".join(f"{t}: {sums[t]!r}" for t in threads)
+        warnings.append(f"{label}: sfer's d_default_value differs between thread counts "
+                        f"({listing})")
+        for t in threads:
+            problems[t].append("sum bits depend on thread count")
+
+    # np.copyto of nbytes / 2 bytes moves nbytes, the least traffic of this case; one pair
+    # of buffers serves every thread count.
+    buffers = copy_buffers(nbytes // 2)
+    copies = {t: make_copy(nbytes // 2, t, buffers, pool) for t in threads}
+    for copy in copies.values():
+        copy()  # warm-up (and the pool starts its threads)
+    fns: List[Callable[[], Any]] = []
+    for t in threads:  # sfer(t) next to copy(t), so that each pair is timed close together
+        fns += [functools.partial(run_sfer, t), copies[t]]
+    progress(f"  timing {impl} and copy at {', '.join(map(str, threads))} thread(s), "
+             f"interleaved")
+    timings = time_interleaved(fns, budget)
+    del buffers, copies, fns
+    gc.collect()
+
+    sfer_rows, copy_rows = [], []
+    for i, t in enumerate(threads):
+        ts, tc = timings[2 * i], timings[2 * i + 1]
+        sfer_rows.append(Row(n_full, n, map_kind, dtype_name, impl, t, ts.seconds, ts.repeats,
+                             ts.number, n_full / ts.seconds, nbytes / ts.seconds / 1e9,
+                             vs_copy=tc.seconds / ts.seconds, ok=not problems[t],
+                             problems="; ".join(problems[t])))
+        copy_rows.append(Row(n_full, n, map_kind, dtype_name, "copy", t, tc.seconds,
+                             tc.repeats, tc.number, n_full / tc.seconds,
+                             nbytes / tc.seconds / 1e9))
+    base = sfer_rows[0]  # the fewest threads
+    summary = {
+        "n_full": n_full, "n": n, "map": map_kind, "dtype": dtype_name, "impl": impl,
+        "least_bytes": nbytes, "threads": list(threads),
+        "ran_threads": {str(t): ran[t] for t in threads},
+        "speedup_vs_threads": base.threads,
+        "speedup": {str(r.threads): base.seconds / r.seconds for r in sfer_rows},
+        "time_ratio_largest_vs_8": time_ratio({r.threads: r.seconds for r in sfer_rows}),
+        "copy_time_ratio_largest_vs_8": time_ratio({r.threads: r.seconds for r in copy_rows}),
+        "peak_rss_gb": peak_rss_gb(),
+    }
+    return sfer_rows + copy_rows, summary, warnings
+
+
+def scaling_report(info: Dict[str, Any], cases: List[Dict[str, Any]], rows: List[Row],
+                   warnings: List[str], budget: float) -> str:
+    """The --scaling report: header, one table per case, verification summary."""
+    lines = [
+        "# sfer thread scaling: SparseFillEmptyRowsGrad",
+        "",
+        *machine_lines(info),
+        f"- Data: int64 map keeping each position with p = {KEEP_PROBABILITY} "
+        f"(\"shuffled\" = the same map permuted); standard-normal gradients; seed {SEED}",
+        "- least bytes = 8·N + itemsize·N_full + itemsize·N (read the map and grad_values, "
+        "write d_values); eff. GB/s = least bytes / sfer's time",
+        "- copy: `np.copyto` of a float32 buffer of half the case's least bytes (so it moves "
+        "as many bytes, read + write), split into T equal parts on T threads (the calling "
+        "thread and a pool of Python threads started once); copy GB/s = least bytes / its "
+        "time; % of copy = copy's time / sfer's time",
+        f"- Timing: median per call, GC off; a case's sfer and copy at every thread count are "
+        f"timed in {ROUNDS} interleaved rounds (sfer(T) next to copy(T)), samples filling "
+        f"~{budget:g} s per row (at least {ROUNDS}; calls under "
+        f"{MIN_SAMPLE_SECONDS * 1e3:g} ms timed in batches)",
+    ]
+    for case in cases:
+        case_rows = [r for r in rows if (r.n_full, r.map, r.dtype) ==
+                     (case["n_full"], case["map"], case["dtype"])]
+        sfer_rows = [r for r in case_rows if r.impl != "copy"]
+        copy_by_threads = {r.threads: r for r in case_rows if r.impl == "copy"}
+        base = case["speedup_vs_threads"]
+        out_text = ", out=" if case["impl"] == "sfer (out=)" else ", no out= (not supported)"
+        lines += [
+            "",
+            f"## N_full = {fmt_size(case['n_full'])}, {case['map']} map, {case['dtype']}"
+            f"{out_text}",
+            "",
+            f"N = {case['n']:,}; least bytes {fmt_bytes(case['least_bytes'])}.",
+            "",
+            f"| threads | sfer ms (median) | speed-up vs {base} thread{'s' if base > 1 else ''} "
+            "| eff. GB/s | copy GB/s | % of copy |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for row in sfer_rows:
+            ran = case["ran_threads"][str(row.threads)]
+            threads_text = f"{row.threads}" + (f" (ran {ran})" if ran not in (None, row.threads)
+                                               else "")
+            copy_row = copy_by_threads[row.threads]
+            lines.append(
+                f"| {threads_text} | {row.seconds * 1e3:.4g} "
+                f"| {case['speedup'][str(row.threads)]:.2f}× | {row.bandwidth_gbs:.2f} "
+                f"| {copy_row.bandwidth_gbs:.2f} | {100 * (row.vs_copy or 0):.0f}% |")
+            if not row.ok:
+                problems = row.problems.replace("|", "\\|")
+                lines.append(f"| ⚠ **MISMATCH** | {problems} | | | | |")
+        lines.append("")
+        largest = max(case["threads"])
+        ratio = case["time_ratio_largest_vs_8"]
+        if ratio is None:
+            lines.append(f"Time at the largest thread count / time at "
+                         f"{SCALING_REFERENCE_THREADS}: – (needs {SCALING_REFERENCE_THREADS} "
+                         f"and a larger count in --threads).")
+        else:
+            lines.append(
+                f"Time at {largest} threads / time at {SCALING_REFERENCE_THREADS}: "
+                f"**{ratio:.3f}** (target ≤ 1, time does not grow from "
+                f"{SCALING_REFERENCE_THREADS} to {largest}: "
+                f"{'met' if ratio <= 1 else 'NOT met'}); the copy's: "
+                f"{case['copy_time_ratio_largest_vs_8']:.3f}.")
+    lines.append("")
+    if warnings:
+        lines.append(f"**{len(warnings)} problem(s):**")
+        lines.append("")
+        lines += [f"- {w}" for w in warnings]
+    else:
+        lines.append("Verified: at every thread count d_values is bit-identical to NumPy's, "
+                     "d_default_value agrees with NumPy's within rounding-error bounds and has "
+                     "the same bits for every thread count.")
+    peak = peak_rss_gb()
+    if peak is not None:
+        lines += ["", f"Peak resident memory of the run: {peak:.2f} GB."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_scaling(path: str, cases: List[Dict[str, Any]], rows: List[Row],
+                 info: Dict[str, Any]) -> None:
+    """Time per call vs threads, one panel per case: sfer, the copy of its least bytes, and
+    ideal scaling from sfer's time at the fewest threads."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        progress("matplotlib is not installed: skipping the plot")
+        return
+    fig, axes = plt.subplots(1, len(cases), figsize=(6 * len(cases), 4.5), squeeze=False)
+    for ax, case in zip(axes[0], cases):
+        case_rows = [r for r in rows if (r.n_full, r.map, r.dtype) ==
+                     (case["n_full"], case["map"], case["dtype"])]
+        for impl, style in ((case["impl"], "-"), ("copy", "--")):
+            points = sorted((r.threads, r.seconds * 1e3) for r in case_rows if r.impl == impl)
+            label = impl if impl != "copy" else "copy of the least bytes"
+            ax.plot(*zip(*points), marker="o", linestyle=style, label=label)
+            if impl != "copy":
+                t0, ms0 = points[0]
+                ax.plot([t for t, _ in points], [ms0 * t0 / t for t, _ in points],
+                        color="grey", linestyle=":", label="ideal scaling")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(case["threads"])
+        ax.set_xticklabels([str(t) for t in case["threads"]])
+        ax.minorticks_off()
+        ax.set_title(f"N_full = {fmt_size(case['n_full'])}, {case['map']}, {case['dtype']}")
+        ax.set_xlabel("threads")
+        ax.set_ylabel("time per call (ms)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(f"sfer {info['sfer']} thread scaling — {info['cpu_model']}, "
+                 f"{info['usable_cpus']} CPUs", fontsize="medium")
+    fig.tight_layout()
+    ensure_parent(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    progress(f"plot written to {path}")
+
+
+def main_scaling(args: argparse.Namespace) -> int:
+    """--scaling: thread scaling of sfer with out=, beside a copy on as many threads."""
+    budget = args.repeat_seconds if args.repeat_seconds is not None else (
+        QUICK_REPEAT_SECONDS if args.quick else SCALING_REPEAT_SECONDS)
+    threads = sorted(set(args.threads or default_scaling_threads()))
+    case_list = scaling_cases(args.sizes, args.maps, args.dtypes)
+    use_out = sfer_accepts_out()
+    info = machine_info("not imported (--scaling)", use_out)
+    if not use_out:
+        progress("sfer has no out= parameter: timing it without out=")
+
+    rows: List[Row] = []
+    cases: List[Dict[str, Any]] = []
+    warnings: List[str] = []
+    with ThreadPoolExecutor(max_workers=max(1, max(threads) - 1)) as pool:
+        for exponent, map_kind, dtype_name in case_list:
+            case_rows, summary, case_warnings = bench_scaling_case(
+                exponent, map_kind, dtype_name, threads, use_out, pool, budget)
+            rows += case_rows
+            cases.append(summary)
+            warnings += case_warnings
+
+    report = scaling_report(info, cases, rows, warnings, budget)
+    sys.stdout.write(report)
+    sys.stdout.flush()
+    if args.markdown:
+        ensure_parent(args.markdown)
+        with open(args.markdown, "w", encoding="utf-8") as f:
+            f.write(report)
+    if args.json:
+        config = {"mode": "scaling",
+                  "cases": [{"exponent": e, "map": m, "dtype": d} for e, m, d in case_list],
+                  "threads": threads, "repeat_seconds": budget, "seed": SEED,
+                  "keep_probability": KEEP_PROBABILITY, "rounds": ROUNDS,
+                  "max_repeats": MAX_REPEATS, "min_sample_seconds": MIN_SAMPLE_SECONDS,
+                  "reference_threads": SCALING_REFERENCE_THREADS}
+        dump_json(args.json, {"machine": info, "config": config, "cases": cases,
+                              "results": [asdict(row) for row in rows],
+                              "warnings": warnings, "peak_rss_gb": peak_rss_gb()})
+    plot_path = DEFAULT_SCALING_PLOT if args.plot is None else args.plot
+    if plot_path:
+        plot_scaling(plot_path, cases, rows, info)
+    for warning in warnings:
+        progress(f"WARNING: {warning}")
+    return 1 if warnings else 0
+
+
+# --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
 
@@ -700,31 +1049,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Benchmark sfer.sparse_fill_empty_rows_grad against NumPy and "
                     "TensorFlow; see benchmarks/README.md.")
+    parser.add_argument("--scaling", action="store_true",
+                        help="thread scaling instead of the matrix: sfer with out= at every "
+                             "--threads count beside a copy on as many threads, on 1e7 "
+                             "shuffled and 1e8 increasing float32 (no NumPy or TF timed)")
     parser.add_argument("--sizes", type=csv_list(range(0, 10), int), metavar="EXPS",
                         help="N_full exponents, e.g. 3,4,5 for 10^3, 10^4, 10^5 "
-                             "(default 3..8; 3..6 with --quick)")
+                             "(default 3..8; 3..6 with --quick; --scaling: replaces the "
+                             "cases' sizes)")
     parser.add_argument("--quick", action="store_true",
                         help=f"sizes 10^3..10^6, ~{QUICK_REPEAT_SECONDS:g} s per row, "
-                             f"{QUICK_COPY_BYTES / 1e9:g} GB copy baseline")
-    parser.add_argument("--dtypes", type=csv_list(DTYPES), default=list(DTYPES),
-                        help="comma-separated, default float32,float64")
-    parser.add_argument("--maps", type=csv_list(MAP_KINDS), default=list(MAP_KINDS),
-                        help="comma-separated, default increasing,shuffled")
-    parser.add_argument("--threads", type=csv_list(None, positive_int), default=[1, 2],
-                        help="sfer thread counts, default 1,2")
+                             f"{QUICK_COPY_BYTES / 1e9:g} GB copy baseline (--scaling: "
+                             f"only the ~{QUICK_REPEAT_SECONDS:g} s per row)")
+    parser.add_argument("--dtypes", type=csv_list(DTYPES),
+                        help="comma-separated, default float32,float64 (--scaling: replaces "
+                             "the cases' dtype)")
+    parser.add_argument("--maps", type=csv_list(MAP_KINDS),
+                        help="comma-separated, default increasing,shuffled (--scaling: "
+                             "replaces the cases' maps)")
+    parser.add_argument("--threads", type=csv_list(None, positive_int),
+                        help="sfer thread counts, default 1,2 (--scaling: 1,2,4,... up to "
+                             "the usable CPUs, and those)")
     parser.add_argument("--repeat-seconds", type=float, metavar="S",
                         help=f"timing budget per row (default {REPEAT_SECONDS:g}; "
+                             f"--scaling {SCALING_REPEAT_SECONDS:g}; "
                              f"{QUICK_REPEAT_SECONDS:g} with --quick)")
     parser.add_argument("--markdown", metavar="FILE", help="also write the report here")
     parser.add_argument("--json", metavar="FILE", help="write machine-readable results here")
-    parser.add_argument("--plot", metavar="FILE", default=DEFAULT_PLOT,
-                        help="PNG plot path (default benchmarks/results/throughput.png)")
+    parser.add_argument("--plot", metavar="FILE",
+                        help="PNG plot path (default benchmarks/results/throughput.png; "
+                             "--scaling: benchmarks/results/scaling.png; '' for none)")
     parser.add_argument("--no-tf", action="store_true", help="do not time TensorFlow")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.scaling:
+        return main_scaling(args)
+    args.maps = args.maps or list(MAP_KINDS)
+    args.dtypes = args.dtypes or list(DTYPES)
+    args.threads = args.threads or [1, 2]
+    args.plot = DEFAULT_PLOT if args.plot is None else args.plot
     exponents = args.sizes or list(QUICK_EXPONENTS if args.quick else FULL_EXPONENTS)
     budget = args.repeat_seconds if args.repeat_seconds is not None else (
         QUICK_REPEAT_SECONDS if args.quick else REPEAT_SECONDS)

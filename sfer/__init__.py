@@ -21,7 +21,17 @@ except ModuleNotFoundError as _exc:  # pragma: no cover - exercised in a subproc
         "the installed `sfer` command, or run Python from another directory; to work in the "
         "source tree, build in place with `python setup.py build_ext --inplace`."
     ) from None
+from sfer import _threads
 from sfer._result import GradResult
+from sfer._threads import get_num_threads
 from sfer._version import __version__
 
-__all__ = ["GradResult", "__version__", "openmp_enabled", "sparse_fill_empty_rows_grad"]
+_threads._record_start_max_threads()  # OpenMP's thread count at start-up (see sfer._threads)
+
+__all__ = [
+    "GradResult",
+    "__version__",
+    "get_num_threads",
+    "openmp_enabled",
+    "sparse_fill_empty_rows_grad",
+]

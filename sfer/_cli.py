@@ -166,8 +166,8 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="dtype of grad_values: " + ", ".join(DEMO_DTYPES)
                       + " (default: float32; bfloat16 needs ml_dtypes)")
     demo.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                      help="num_threads for sfer (default: the OpenMP default, "
-                           "which honours OMP_NUM_THREADS)")
+                      help="num_threads for sfer (default: sfer.get_num_threads(): "
+                           "OMP_NUM_THREADS if set, else the CPUs this process may use)")
     demo.add_argument("--repeat", type=_positive_int, default=_DEFAULT_REPEAT, metavar="R",
                       help=f"timing samples per method; the median is reported "
                            f"(default: {_DEFAULT_REPEAT})")
@@ -192,8 +192,8 @@ def _build_parser() -> argparse.ArgumentParser:
     grad.add_argument("-o", "--output", required=True, metavar="OUT.npz",
                       help="output file (written atomically)")
     grad.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                      help="num_threads (default: the OpenMP default, which honours "
-                           "OMP_NUM_THREADS)")
+                      help="num_threads (default: sfer.get_num_threads(): OMP_NUM_THREADS "
+                           "if set, else the CPUs this process may use)")
     grad.add_argument("-q", "--quiet", action="store_true",
                       help="print nothing on success")
     return parser
@@ -465,9 +465,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     elif threads is not None:
         threads_text = f"{threads} (--threads)"
     elif os.environ.get("OMP_NUM_THREADS"):
-        threads_text = f"OpenMP default (OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})"
+        threads_text = (f"{sfer.get_num_threads()} (sfer.get_num_threads(); "
+                        f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})")
     else:
-        threads_text = f"OpenMP default (OMP_NUM_THREADS unset; {_cpu_count()} CPUs available)"
+        threads_text = (f"{sfer.get_num_threads()} (sfer.get_num_threads(); OMP_NUM_THREADS "
+                        f"unset; {_cpu_count()} CPUs in the affinity mask)")
     rows.append(("sfer.openmp_enabled()", str(openmp)))
     rows.append(("threads", threads_text))
     for label, text in rows:

@@ -24,7 +24,7 @@ from libc.math cimport NAN, fabs, isfinite
 from libc.stdint cimport (int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
                           uint64_t)
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from sfer._openmp cimport SFER_HAVE_OPENMP, omp_get_max_threads
 
@@ -95,11 +95,15 @@ cdef extern from *:
         }
         return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
     }
-    /* Bit i of a bitmap; atomically where threads share the bitmap. */
-    static inline void sfer_bit_set(uint64_t *bits, uint64_t i, int atomic) {
-        uint64_t m = (uint64_t)1 << (i & 63);
-        if (atomic) __atomic_fetch_or(bits + (i >> 6), m, __ATOMIC_RELAXED);
-        else bits[i >> 6] |= m;
+    /* Bit i of a bitmap that this thread alone writes. */
+    static inline void sfer_bit_set(uint64_t *bits, uint64_t i) {
+        bits[i >> 6] |= (uint64_t)1 << (i & 63);
+    }
+    /* Byte i of a mark array that threads share: every writer stores the same 1, so a plain
+       store (a relaxed atomic one, to be correct C) is enough; no read-modify-write, which
+       would wait for its cache line and stall the gathers behind it. */
+    static inline void sfer_byte_mark(uint8_t *marks, uint64_t i) {
+        __atomic_store_n(marks + i, (uint8_t)1, __ATOMIC_RELAXED);
     }
     /* The 64 bits of m as 64 bytes 0/1, bit i to out[i]. */
     static inline void sfer_bits_to_bytes(uint64_t m, uint8_t *out) {
@@ -217,8 +221,11 @@ cdef extern from *:
     static inline void sfer_calls_reset(void) { __atomic_store_n(&sfer_calls, 0, __ATOMIC_RELAXED); }
     static inline int sfer_flag_get(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
     static inline void sfer_flag_set(int *p) { __atomic_store_n(p, 1, __ATOMIC_RELAXED); }
-    /* The thread count the latest kernel call ran with (a test hook: see _last_threads). */
+    /* The thread count and the path of the latest kernel call (test hooks: _last_threads,
+       _last_path). */
     static int sfer_last_threads = 0;
+    static int sfer_last_path = -1;
+    static inline void sfer_set_last_path(int p) { __atomic_store_n(&sfer_last_path, p, __ATOMIC_RELAXED); }
     """
     ctypedef struct sfer_f16:
         uint16_t bits
@@ -233,7 +240,8 @@ cdef extern from *:
     float sfer_f16_to_float(sfer_f16 h) noexcept nogil
     float sfer_bf16_to_float(sfer_bf16 h) noexcept nogil
     uint16_t sfer_double_to_bf16_bits(double d) noexcept nogil
-    void sfer_bit_set(uint64_t *bits, uint64_t i, int atomic) noexcept nogil
+    void sfer_bit_set(uint64_t *bits, uint64_t i) noexcept nogil
+    void sfer_byte_mark(uint8_t *marks, uint64_t i) noexcept nogil
     void sfer_bits_to_bytes(uint64_t m, uint8_t *out) noexcept nogil
     uint64_t sfer_keep_mask(uint8_t skip) noexcept nogil
     double sfer_keep(double v, uint8_t skip) noexcept nogil
@@ -253,6 +261,8 @@ cdef extern from *:
     int sfer_flag_get(int *p) noexcept nogil
     void sfer_flag_set(int *p) noexcept nogil
     int sfer_last_threads
+    int sfer_last_path
+    void sfer_set_last_path(int p) noexcept nogil
 
 
 # Value kinds (by what the sum needs; signed and unsigned integers of one width share a kind)
@@ -283,7 +293,8 @@ cdef enum:
     BLOCK = 4096            # positions per summation block (a multiple of 8)
     SERIAL_BELOW = 65536    # N + N_full below this: one thread (a parallel region costs more)
     MAX_WINDOW = 16         # blocks per window of a single-threaded block walk
-    MAX_BITMAPS = 8         # threads with a bitmap of their own on the marking path
+    MAX_BITMAPS = 8         # up to this many threads, each has a bitmap of its own on the
+                            # marking path; more share one byte array (<= 1 byte/position)
     # Prefetch distances (entries) on the marking path.  A small grad_values array sits in
     # cache: prefetch into L1, a little ahead.  From FAR_BYTES up its lines come from DRAM, and
     # the number of misses in flight is what counts: prefetch into L2 (see sfer_prefetch_l2),
@@ -294,6 +305,10 @@ cdef enum:
     FAR_BYTES = 6 << 20
     STREAM_BYTES = 1 << 25  # outputs from 32 MiB up are written with non-temporal stores
     ERR_NOMEM = -2
+    # The paths, as _last_path() names them
+    PATH_BLOCK_WALK = 0     # block-ordered map: the block walk
+    PATH_BITMAPS = 1        # marking path, a bitmap per thread (<= MAX_BITMAPS threads)
+    PATH_BYTES = 2          # marking path, one shared byte array (more threads)
 
 ctypedef fused val_t:
     uint8_t
@@ -441,9 +456,11 @@ cdef void block_sum_masked(const val_t *g, const uint8_t *mark, int64_t k0, int6
 
 
 cdef int64_t gather_mark(const val_t *g, uint64_t n_full, const idx_t *rim, val_t *d,
-                         uint64_t *bits, bint atomic, int64_t j0, int64_t j1,
+                         uint64_t *bits, uint8_t *marks, int64_t j0, int64_t j1,
                          bint stream) noexcept nogil:
-    # g, rim: in; d, bits: out.  For j0 <= j < j1: d[j] = g[rim[j]] and bit rim[j] set.
+    # g, rim: in; d, bits, marks: out.  For j0 <= j < j1: d[j] = g[rim[j]], and position
+    # rim[j] marked: bit rim[j] set in this thread's own bitmap `bits`, or, when `marks` is not
+    # NULL (`bits` then is), byte rim[j] of the shared byte array `marks` set to 1.
     # Returns the first j whose entry is out of range (stopping there), or -1.
     cdef int64_t j
     cdef uint64_t r, ahead
@@ -463,9 +480,15 @@ cdef int64_t gather_mark(const val_t *g, uint64_t n_full, const idx_t *rim, val_
                     sfer_prefetch_l2(&g[ahead])
                 else:
                     sfer_prefetch(&g[ahead])
-                sfer_prefetch_w(&bits[ahead >> 6])
+                if marks == NULL:
+                    sfer_prefetch_w(&bits[ahead >> 6])
+                else:
+                    sfer_prefetch_w(&marks[ahead])
         put(&d[j], &g[r], stream)
-        sfer_bit_set(bits, r, atomic)
+        if marks == NULL:
+            sfer_bit_set(bits, r)
+        else:
+            sfer_byte_mark(marks, r)
     sfer_stream_fence()
     return -1
 
@@ -632,29 +655,39 @@ cdef void block_sum_bits(const val_t *g, const uint64_t *bits, int64_t words, in
 
 cdef int64_t marking(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n, val_t *d,
                      int nthreads, int64_t nb, part_t *parts, bint stream) noexcept nogil:
-    # d, parts: out.  The general path: gather and mark referenced positions in bitmaps, then
-    # sum the unmarked ones block by block.  Each thread has a bitmap of its own (plain bit
-    # sets, no atomics) up to MAX_BITMAPS threads; more threads share them (atomic sets).
-    # Extra memory: nmaps bits per position, at most one byte.  Returns -1, the first
-    # out-of-range j, or ERR_NOMEM.
-    cdef int nmaps = min(nthreads, MAX_BITMAPS)
+    # d, parts: out.  The general path: gather and mark referenced positions, then sum the
+    # unmarked ones block by block.  Up to MAX_BITMAPS threads, each thread sets bits in a
+    # bitmap of its own (plain bit sets); the block sums take the union of the bitmaps.  More
+    # threads share one byte array instead, each storing 1 into the byte of a referenced
+    # position: a plain store, which, unlike an atomic bit set on a shared bitmap, does not
+    # wait for its cache line and so keeps the gathers' misses in flight.  Extra memory: at
+    # most one byte per position either way.  Returns -1, the first out-of-range j, or
+    # ERR_NOMEM.
+    cdef bint use_bytes = nthreads > MAX_BITMAPS
+    cdef int nmaps = 0 if use_bytes else nthreads
     cdef int64_t words = (n_full + 63) // 64
-    cdef uint64_t *bits = <uint64_t *>calloc(<size_t>(nmaps * words), sizeof(uint64_t))
+    cdef uint64_t *bits = NULL
+    cdef uint8_t *marks = NULL
     cdef int64_t *bad = <int64_t *>malloc(nthreads * sizeof(int64_t))
     cdef int64_t first_bad = -1
     cdef int64_t b
     cdef int t
-    if bits == NULL or bad == NULL:
+    if use_bytes:
+        marks = <uint8_t *>calloc(<size_t>n_full, 1)
+    else:
+        bits = <uint64_t *>calloc(<size_t>(nmaps * words), sizeof(uint64_t))
+    if (bits == NULL and marks == NULL) or bad == NULL:
         free(bits)
+        free(marks)
         free(bad)
         return ERR_NOMEM
     if nthreads == 1:
-        bad[0] = gather_mark(g, <uint64_t>n_full, rim, d, bits, False, 0, n, stream)
+        bad[0] = gather_mark(g, <uint64_t>n_full, rim, d, bits, NULL, 0, n, stream)
     else:
         for t in prange(nthreads, schedule='static', num_threads=nthreads):
-            bad[t] = gather_mark(g, <uint64_t>n_full, rim, d, &bits[(t % nmaps) * words],
-                                 nthreads > nmaps, t * n // nthreads, (t + 1) * n // nthreads,
-                                 stream)
+            bad[t] = gather_mark(g, <uint64_t>n_full, rim, d,
+                                 NULL if use_bytes else &bits[t * words], marks,
+                                 t * n // nthreads, (t + 1) * n // nthreads, stream)
     for t in range(nthreads):
         if bad[t] >= 0 and (first_bad < 0 or bad[t] < first_bad):
             first_bad = bad[t]
@@ -663,11 +696,15 @@ cdef int64_t marking(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n
             for b in range(nb):
                 block_sum_bits(g, bits, words, nmaps, b * BLOCK, min((b + 1) * BLOCK, n_full),
                                &parts[b])
+        elif use_bytes:
+            for b in prange(nb, schedule='static', num_threads=nthreads):
+                block_sum_masked(g, marks, b * BLOCK, min((b + 1) * BLOCK, n_full), &parts[b])
         else:
             for b in prange(nb, schedule='static', num_threads=nthreads):
                 block_sum_bits(g, bits, words, nmaps, b * BLOCK, min((b + 1) * BLOCK, n_full),
                                &parts[b])
     free(bits)
+    free(marks)
     free(bad)
     return first_bad
 
@@ -691,7 +728,10 @@ cdef int64_t run_grad(const val_t *g, int64_t n_full, const idx_t *rim, int64_t 
     # A large output is written with non-temporal stores: nobody reads it back soon enough
     # for it to still be in cache, and it would evict the inputs.
     cdef bint stream = n * <int64_t>sizeof(val_t) >= STREAM_BYTES
-    if not try_block_ordered(g, n_full, rim, n, d, nthreads, nb, parts, stream):
+    if try_block_ordered(g, n_full, rim, n, d, nthreads, nb, parts, stream):
+        sfer_set_last_path(PATH_BLOCK_WALK)
+    else:
+        sfer_set_last_path(PATH_BYTES if nthreads > MAX_BITMAPS else PATH_BITMAPS)
         res = marking(g, n_full, rim, n, d, nthreads, nb, parts, stream)
     if res == -1:
         combine(parts, nb, total)
@@ -1060,6 +1100,23 @@ def openmp_enabled():
 def max_threads():
     """OpenMP's ``omp_get_max_threads()`` (1 in a serial build)."""
     return omp_get_max_threads()
+
+
+_PATH_NAMES = {PATH_BLOCK_WALK: "block_walk", PATH_BITMAPS: "bitmaps", PATH_BYTES: "bytes"}
+
+
+def _last_path():
+    """The path the latest kernel call that reached one took: ``"block_walk"``, ``"bitmaps"``
+    (marking, a bitmap per thread) or ``"bytes"`` (marking, a shared byte array, past
+    ``MAX_BITMAPS`` threads); None before any (a test hook, racy across Python threads)."""
+    return _PATH_NAMES.get(sfer_last_path)
+
+
+def _constants():
+    """The kernel's tuning constants, for tests that aim at a threshold."""
+    return {"BLOCK": BLOCK, "SERIAL_BELOW": SERIAL_BELOW, "MAX_WINDOW": MAX_WINDOW,
+            "MAX_BITMAPS": MAX_BITMAPS, "NEAR_AHEAD": NEAR_AHEAD, "FAR_AHEAD": FAR_AHEAD,
+            "FAR_BYTES": FAR_BYTES, "STREAM_BYTES": STREAM_BYTES}
 
 
 def _last_threads():

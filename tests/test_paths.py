@@ -965,3 +965,88 @@ def test_property_perturbed_block_ordered_maps(case, op, where, nt, name):
     assert_bits_equal(res.d_values, reference_grad(m, g)[0])
     assert scalar_bits(res.d_default_value) == scalar_bits(base.d_default_value)
     check_result(base, rim, g)
+
+
+# ---------------------------------------------------------------------------------------------
+# Past MAX_BITMAPS threads: the marking path's shared byte array (no atomic read-modify-write)
+
+_K = sfer._core._constants()
+MAX_BITMAPS = _K["MAX_BITMAPS"]
+MANY_THREADS = (MAX_BITMAPS, MAX_BITMAPS + 1, 16, 33, 64)
+
+
+def _path_of(rim, g, nt, **kwargs):
+    res = grad(rim, g, num_threads=nt, **kwargs)
+    return res, sfer._core._last_path(), sfer._core._last_threads()
+
+
+def test_constants_match_this_file():
+    # The copies at the top of this file are what the tests aim at.
+    assert (_K["BLOCK"], _K["SERIAL_BELOW"], _K["STREAM_BYTES"], _K["FAR_BYTES"],
+            _K["FAR_AHEAD"]) == (BLOCK, SERIAL_BELOW, STREAM_BYTES, FAR_BYTES, FAR_AHEAD)
+
+
+@pytest.mark.parametrize("name", PATH_DTYPES + ("complex64",))
+@pytest.mark.parametrize("style", ["shuffled", "dups_shuffled", "few_referenced"])
+def test_byte_marks_past_max_bitmaps(style, name):
+    # 80 blocks, so that every thread count here really runs (threads are capped at blocks).
+    n_full = 80 * BLOCK - 123
+    rng = np.random.default_rng([len(style), len(name)])
+    if style == "dups_shuffled":
+        rim = rng.integers(0, n_full, size=n_full + n_full // 3)
+    elif style == "few_referenced":
+        rim = rng.integers(0, n_full, size=n_full // 50)
+        rim = np.concatenate([rim, rim[::-1]])
+    else:
+        rim = rng.permutation(n_full)[: n_full * 9 // 10]
+    rim = unordered(rim, rng)
+    g = make_grad(name, n_full, rng)
+    first = None
+    for nt in MANY_THREADS:
+        res, path, ran = _path_of(rim, g, nt)
+        assert ran == nt
+        assert path == ("bitmaps" if nt <= MAX_BITMAPS else "bytes"), (nt, path)
+        if first is None:
+            check_result(res, rim, g)
+            first = res
+        assert_bits_equal(res.d_values, first.d_values)
+        assert scalar_bits(res.d_default_value) == scalar_bits(first.d_default_value), nt
+
+
+@pytest.mark.parametrize("mode", ["near", "far"])
+@pytest.mark.parametrize("where", [0, 1, "mid", -FAR_AHEAD - 1, -FAR_AHEAD, -2, -1])
+def test_byte_marks_out_of_range(mode, where):
+    # Out-of-range entries that another thread's slice, or the prefetch, reaches first: the
+    # IndexError names the first bad j whatever the thread count, and out= is zero-filled.
+    n_full = FAR_BYTES // 4 if mode == "far" else 64 * BLOCK
+    rng = np.random.default_rng([n_full, hash(where) & 0xFFFF])
+    g = exact_grad("float32", n_full, rng)
+    rim = unordered(rng.integers(0, n_full, size=n_full // 2), rng)
+    j = rim.size // 2 if where == "mid" else where
+    rim[j] = -1
+    rim[rim.size * 3 // 4] = n_full + 10**9  # a later one, in another thread's slice
+    out = sentinel_like(rim.size, g.dtype)
+    for nt in MANY_THREADS:
+        expect_index_error(rim, g, n_full, nt)
+        expect_index_error(rim, g, n_full, nt, out=out)
+        assert sfer._core._last_path() == ("bitmaps" if nt <= MAX_BITMAPS else "bytes")
+        assert not np.any(out.view(np.uint8))
+        out.view(np.uint8)[...] = 0xA5
+
+
+def test_byte_marks_with_out_and_streamed_output():
+    # A 33 MiB output (non-temporal stores) on the shared-byte path, with out=.
+    n = STREAM_BYTES // 4 + 1000
+    n_full = n + n // 9
+    rng = np.random.default_rng(7)
+    g = exact_grad("float32", n_full, rng)
+    rim = rng.integers(0, n_full, size=n)
+    want_d, want_sum = reference_grad(rim, g)  # exact: the values are multiples of 1/8
+    out = sentinel_like(n, g.dtype)
+    for nt in (16, 64):
+        res, path, _ = _path_of(rim, g, nt, out=out)
+        assert path == "bytes"
+        assert res.d_values is out
+        assert_bits_equal(out, want_d)
+        assert scalar_bits(res.d_default_value) == scalar_bits(want_sum)
+        out.view(np.uint8)[...] = 0xA5
