@@ -967,6 +967,16 @@ def plot_scaling(path: str, cases: List[Dict[str, Any]], rows: List[Row],
     progress(f"plot written to {path}")
 
 
+def replot_scaling(json_path: str, plot_path: str) -> int:
+    """--replot: the scaling plot from a --scaling --json file (for a run on a machine
+    without matplotlib)."""
+    with open(json_path, encoding="utf-8") as f:
+        payload = json.load(f)
+    rows = [Row(**r) for r in payload["results"]]
+    plot_scaling(plot_path, payload["cases"], rows, payload["machine"])
+    return 0
+
+
 def main_scaling(args: argparse.Namespace) -> int:
     """--scaling: thread scaling of sfer with out=, beside a copy on as many threads."""
     budget = args.repeat_seconds if args.repeat_seconds is not None else (
@@ -1079,12 +1089,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plot", metavar="FILE",
                         help="PNG plot path (default benchmarks/results/throughput.png; "
                              "--scaling: benchmarks/results/scaling.png; '' for none)")
+    parser.add_argument("--replot", metavar="JSON",
+                        help="draw the --scaling plot (--plot FILE) from a --scaling --json "
+                             "file and exit")
     parser.add_argument("--no-tf", action="store_true", help="do not time TensorFlow")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.replot:
+        return replot_scaling(args.replot, args.plot or DEFAULT_SCALING_PLOT)
     if args.scaling:
         return main_scaling(args)
     args.maps = args.maps or list(MAP_KINDS)

@@ -322,6 +322,10 @@ ctypedef fused val_t:
     sfer_c64
     sfer_c128
 
+ctypedef fused mark_t:      # the marking path's marks: a bitmap per thread, or shared bytes
+    uint64_t
+    uint8_t
+
 ctypedef fused idx_t:
     int8_t
     int16_t
@@ -456,11 +460,10 @@ cdef void block_sum_masked(const val_t *g, const uint8_t *mark, int64_t k0, int6
 
 
 cdef int64_t gather_mark(const val_t *g, uint64_t n_full, const idx_t *rim, val_t *d,
-                         uint64_t *bits, uint8_t *marks, int64_t j0, int64_t j1,
-                         bint stream) noexcept nogil:
-    # g, rim: in; d, bits, marks: out.  For j0 <= j < j1: d[j] = g[rim[j]], and position
-    # rim[j] marked: bit rim[j] set in this thread's own bitmap `bits`, or, when `marks` is not
-    # NULL (`bits` then is), byte rim[j] of the shared byte array `marks` set to 1.
+                         mark_t *marks, int64_t j0, int64_t j1, bint stream) noexcept nogil:
+    # g, rim: in; d, marks: out.  For j0 <= j < j1: d[j] = g[rim[j]], and position rim[j]
+    # marked: a bit set in this thread's own bitmap (mark_t uint64_t) or a byte set to 1 in
+    # the byte array that all threads share (mark_t uint8_t).
     # Returns the first j whose entry is out of range (stopping there), or -1.
     cdef int64_t j
     cdef uint64_t r, ahead
@@ -480,13 +483,13 @@ cdef int64_t gather_mark(const val_t *g, uint64_t n_full, const idx_t *rim, val_
                     sfer_prefetch_l2(&g[ahead])
                 else:
                     sfer_prefetch(&g[ahead])
-                if marks == NULL:
-                    sfer_prefetch_w(&bits[ahead >> 6])
+                if mark_t is uint64_t:
+                    sfer_prefetch_w(&marks[ahead >> 6])
                 else:
                     sfer_prefetch_w(&marks[ahead])
         put(&d[j], &g[r], stream)
-        if marks == NULL:
-            sfer_bit_set(bits, r)
+        if mark_t is uint64_t:
+            sfer_bit_set(marks, r)
         else:
             sfer_byte_mark(marks, r)
     sfer_stream_fence()
@@ -682,11 +685,14 @@ cdef int64_t marking(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n
         free(bad)
         return ERR_NOMEM
     if nthreads == 1:
-        bad[0] = gather_mark(g, <uint64_t>n_full, rim, d, bits, NULL, 0, n, stream)
+        bad[0] = gather_mark(g, <uint64_t>n_full, rim, d, bits, 0, n, stream)
+    elif use_bytes:
+        for t in prange(nthreads, schedule='static', num_threads=nthreads):
+            bad[t] = gather_mark(g, <uint64_t>n_full, rim, d, marks, t * n // nthreads,
+                                 (t + 1) * n // nthreads, stream)
     else:
         for t in prange(nthreads, schedule='static', num_threads=nthreads):
-            bad[t] = gather_mark(g, <uint64_t>n_full, rim, d,
-                                 NULL if use_bytes else &bits[t * words], marks,
+            bad[t] = gather_mark(g, <uint64_t>n_full, rim, d, &bits[t * words],
                                  t * n // nthreads, (t + 1) * n // nthreads, stream)
     for t in range(nthreads):
         if bad[t] >= 0 and (first_bad < 0 or bad[t] < first_bad):
