@@ -5,6 +5,7 @@ On a shared VM the speed of memory and cores drifts over seconds to minutes, so 
 timed in two processes, or one after the other, can differ by 30% or more for no reason in
 the code.  Here both builds run in the same process on the same arrays, alternating A and B
 (ABBA order), and the report gives each one's median and the median of the paired ratios.
+The timing loop is sfer's own (``sfer._timing``, shared with bench.py and the ``sfer`` demo).
 
 Usage::
 
@@ -26,9 +27,12 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
+
+#: sfer._timing of this checkout, for builds that predate it (see load_builds)
+TIMING_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "sfer",
+                         "_timing.py")
 
 
 def load_builds(build_a: str, build_b: str, root: str) -> dict:
@@ -36,9 +40,12 @@ def load_builds(build_a: str, build_b: str, root: str) -> dict:
 
     The extension imports ``sfer._result`` and friends, so build A's ``sfer`` package is put
     on ``sys.path`` first and imported; then each build's ``_core`` shared object is copied
-    into a package of its own and imported from there.
+    into a package of its own and imported from there.  The timing loop comes from that
+    package too (``sfer._timing``); a build older than it gets this checkout's copy.
     """
     shutil.copytree(os.path.join(build_a, "sfer"), os.path.join(root, "sfer"))
+    if not os.path.exists(os.path.join(root, "sfer", "_timing.py")):
+        shutil.copy(TIMING_PY, os.path.join(root, "sfer", "_timing.py"))
     sys.path.insert(0, root)
     importlib.import_module("sfer")
     modules = {}
@@ -78,20 +85,14 @@ def run_case(modules: dict, case, seconds: float) -> str:
     if (np.asarray(a[0]).tobytes() != np.asarray(b[0]).tobytes()
             or np.asarray(a[1]).tobytes() != np.asarray(b[1]).tobytes()):
         sys.exit(f"A and B disagree on {case}")
-    t0 = time.perf_counter()
-    calls["A"]()
-    one = time.perf_counter() - t0
-    number = max(1, int(2e-3 / one))  # calls per sample
+    from sfer._timing import calibrate, time_interleaved  # build A's sfer (see load_builds)
+
+    one, number = calibrate(calls["A"])  # seconds of a call, calls per sample
     rounds = max(10, min(200, int(seconds / (2 * one * number))))
-    samples = {"A": [], "B": []}
-    for r in range(rounds):
-        for name in ("AB" if r % 2 == 0 else "BA"):
-            t0 = time.perf_counter()
-            for _ in range(number):
-                calls[name]()
-            samples[name].append((time.perf_counter() - t0) / number)
-    ta, tb = statistics.median(samples["A"]), statistics.median(samples["B"])
-    paired = statistics.median(y / x for x, y in zip(samples["A"], samples["B"]))
+    # one sample of each per round, A first in even rounds and B first in odd ones (ABBA)
+    timing_a, timing_b = time_interleaved([calls["A"], calls["B"]], rounds=rounds, per_round=1)
+    ta, tb = timing_a.seconds, timing_b.seconds
+    paired = statistics.median(y / x for x, y in zip(timing_a.samples, timing_b.samples))
     label = f"{n_full:.0e} {dtype.name} {kind} {threads}t{' out=' if use_out else ''}"
     return (f"{label:<32} A {ta * 1e3:10.4f} ms   B {tb * 1e3:10.4f} ms   "
             f"B/A {tb / ta:.3f} (paired median {paired:.3f}, {rounds} rounds)")

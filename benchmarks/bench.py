@@ -12,8 +12,10 @@ randomly permuted), float32 and float64 gradients, and these implementations:
 * ``TensorFlow``    -- ``tf.raw_ops.SparseFillEmptyRowsGrad`` on CPU tensors made once, outside
                        the timed region, when ``import tensorflow`` works
 
-Every cell is verified: d_values must be bit-identical to NumPy's, d_default_value must agree
-within NumPy's rounding-error bound, and sfer's sum must have the same bits for every thread
+Every cell is verified against ``sfer.reference`` (the op in plain NumPy, exact sum): d_values
+must be bit-identical to its, d_default_value must be within the error bound it documents (for
+sfer) or within the rounding-error bound of pairwise (NumPy) or sequential (TensorFlow)
+summation in the input dtype, and sfer's sum must have the same bits for every thread
 count.  A two-thread and a one-thread ``np.copyto`` bandwidth are measured as a baseline, and
 the 1e8 cells also time a copy of their own least bytes.  The implementations of a cell are
 timed in interleaved rounds, so that load from elsewhere does not skew their ratios.
@@ -40,17 +42,17 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from time import perf_counter
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 import sfer
+from sfer import reference
+from sfer._timing import MAX_REPEATS, MIN_SAMPLE_SECONDS, ROUNDS, time_call, time_interleaved
 
 SEED = 20240611
 KEEP_PROBABILITY = 0.9  # a position of [0, N_full) is referenced by the map with this probability
@@ -61,10 +63,9 @@ QUICK_EXPONENTS = (3, 4, 5, 6)
 
 REPEAT_SECONDS = 0.3  # timing budget per cell
 QUICK_REPEAT_SECONDS = 0.05
-MIN_REPEATS = 3  # the copy baseline
-MAX_REPEATS = 200
-ROUNDS = 5  # interleaved rounds per cell (so at least 5 samples of each implementation)
-MIN_SAMPLE_SECONDS = 2e-3  # calls faster than this are timed in batches of `number` calls
+# The timing loop and its constants are sfer._timing's (shared with the demo and ab.py):
+# ROUNDS interleaved rounds per cell (so at least ROUNDS samples of each implementation),
+# at most MAX_REPEATS samples, calls under MIN_SAMPLE_SECONDS timed in batches.
 
 COPY_BYTES = 1_600_000_000  # size of the source buffer for the copy-bandwidth baseline
 QUICK_COPY_BYTES = 200_000_000
@@ -86,75 +87,8 @@ DEFAULT_SCALING_PLOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 
 
 
 # --------------------------------------------------------------------------------------------
-# Timing
+# The copy baseline (the timing loop is sfer._timing's)
 # --------------------------------------------------------------------------------------------
-
-@dataclass
-class Timing:
-    """The median seconds per call and how it was sampled."""
-
-    seconds: float
-    repeats: int  # number of samples (the median is taken over these)
-    number: int  # calls per sample
-
-
-def calibrate(fn: Callable[[], Any]) -> Tuple[float, int]:
-    """(seconds of one call, calls per sample): calls shorter than ``MIN_SAMPLE_SECONDS`` are
-    timed in batches, so that one sample lasts at least that long."""
-    t0 = perf_counter()
-    fn()
-    single = max(perf_counter() - t0, 1e-9)
-    return single, max(1, math.ceil(MIN_SAMPLE_SECONDS / single))
-
-
-def take_samples(fn: Callable[[], Any], number: int, repeats: int) -> List[float]:
-    """``repeats`` samples of seconds per call (each the mean of ``number`` calls), GC off."""
-    samples = []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            t0 = perf_counter()
-            for _ in range(number):
-                fn()
-            samples.append((perf_counter() - t0) / number)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return samples
-
-
-def time_call(fn: Callable[[], Any], budget: float) -> Timing:
-    """Median seconds per call of ``fn`` (already warmed up by the caller), GC disabled.
-
-    The number of samples fills about ``budget`` seconds, clamped to
-    [MIN_REPEATS, MAX_REPEATS].
-    """
-    single, number = calibrate(fn)
-    repeats = int(min(MAX_REPEATS, max(MIN_REPEATS, budget // (single * number))))
-    return Timing(float(statistics.median(take_samples(fn, number, repeats))), repeats, number)
-
-
-def time_interleaved(fns: Sequence[Callable[[], Any]], budget: float) -> List[Timing]:
-    """Median seconds per call of each of ``fns`` (warmed up by the caller), timed in
-    ``ROUNDS`` interleaved rounds.
-
-    Each round takes about ``budget / ROUNDS`` seconds of samples of every function in turn
-    (at least one), starting at a different function each round.  A burst of load from
-    elsewhere on the machine then falls on all of them instead of on whichever function
-    happened to be timed at that moment, and the ratios between them stay fair.
-    """
-    plans = [calibrate(fn) for fn in fns]
-    per_round = [int(min(MAX_REPEATS // ROUNDS, max(1, budget / ROUNDS // (single * number))))
-                 for single, number in plans]
-    samples: List[List[float]] = [[] for _ in fns]
-    for r in range(ROUNDS):
-        for k in range(len(fns)):
-            i = (k + r) % len(fns)
-            samples[i] += take_samples(fns[i], plans[i][1], per_round[i])
-    return [Timing(float(statistics.median(s)), len(s), plan[1])
-            for s, plan in zip(samples, plans)]
-
 
 def copy_buffers(nbytes: int) -> Tuple[np.ndarray, np.ndarray]:
     """(source, destination): two touched float32 buffers of ``nbytes`` for ``make_copy``."""
@@ -256,7 +190,10 @@ def sfer_accepts_out() -> bool:
 
 
 def numpy_composite(rim: np.ndarray, g: np.ndarray) -> Tuple[np.ndarray, Any]:
-    """The NumPy reference: gather, then sum the unreferenced positions."""
+    """The NumPy composite: gather, then sum the unreferenced positions.
+
+    A timed competitor (the plain-NumPy way a user would write the op), not the oracle: every
+    implementation's result, this one's included, is checked against sfer.reference."""
     d_values = g[rim]
     mask = np.ones(g.shape[0], dtype=bool)
     mask[rim] = False
@@ -281,27 +218,29 @@ def import_tensorflow(disabled: bool) -> Tuple[Any, str]:
 
 @dataclass
 class Reference:
-    """NumPy's results for one (size, map, dtype) cell, with tolerances for the sum."""
+    """sfer.reference's result for one (size, map, dtype) cell, with tolerances for the sum."""
 
     d_values: np.ndarray
-    total: float
-    tol_pairwise: float  # |sfer - NumPy| may be this large (NumPy sums pairwise)
-    tol_sequential: float  # |TF - NumPy| may be this large (TF sums one by one, in dtype)
+    total: float  # the exact sum rounded once to the cell's dtype (sfer.reference)
+    tol_sfer: float  # |sfer - reference|: the bound sfer.reference documents (error_bound)
+    tol_pairwise: float  # |NumPy - reference| (NumPy sums pairwise, in the dtype)
+    tol_sequential: float  # |TF - reference| (TF sums one by one, in the dtype)
 
 
 def make_reference(rim: np.ndarray, g: np.ndarray) -> Reference:
-    """NumPy's result and rounding-error bounds derived from sum(|unreferenced values|)."""
-    d_values, total = numpy_composite(rim, g)
-    mask = np.ones(g.shape[0], dtype=bool)
-    mask[rim] = False
-    masked = g[mask]
+    """The oracle's result for a cell (sfer.reference; never timed) and the tolerances of the
+    sum: sfer's is the bound sfer.reference documents; NumPy and TensorFlow, which sum in the
+    input dtype, get the a-priori error bounds of their summation orders, from
+    sum(|unreferenced values|), plus their final rounding."""
+    d_values, total = reference.sparse_fill_empty_rows_grad(rim, g)
+    masked = g[reference.unreferenced(rim, g.shape[0])]
     m = masked.shape[0]
     eps = float(np.finfo(g.dtype).eps)
     sum_abs = float(np.abs(masked).sum(dtype=np.float64))
     pairwise = eps * (math.ceil(math.log2(max(m, 2))) + 2) * sum_abs
-    slack = eps * abs(float(total))  # the other side's final rounding
-    return Reference(d_values, float(total), pairwise + slack,
-                     pairwise + eps * (m + 2) * sum_abs + slack)
+    rounding = eps * abs(float(total))  # the competitor's final rounding (and the reference's)
+    return Reference(d_values, float(total), float(reference.error_bound(masked, g.dtype)),
+                     pairwise + rounding, eps * (m + 2) * sum_abs + rounding)
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -315,15 +254,15 @@ def check(impl: str, d_values: np.ndarray, total: Any, ref: Reference,
     """Problems with one implementation's result (an empty list if it is right)."""
     problems = []
     if not same_bits(np.ascontiguousarray(d_values), ref.d_values):
-        problems.append("d_values differ from NumPy's")
+        problems.append("d_values differ from sfer.reference's")
     total_arr = np.asarray(total)
     if total_arr.dtype != dtype:
         problems.append(f"d_default_value has dtype {total_arr.dtype}, expected {dtype}")
-    tol = ref.tol_sequential if impl == "TensorFlow" else ref.tol_pairwise
+    tol = {"TensorFlow": ref.tol_sequential, "NumPy": ref.tol_pairwise}.get(impl, ref.tol_sfer)
     diff = abs(float(total_arr) - ref.total)
     if not diff <= tol:
-        problems.append(f"d_default_value {float(total_arr)!r} vs NumPy {ref.total!r}: "
-                        f"difference {diff:.3g} > tolerance {tol:.3g}")
+        problems.append(f"d_default_value {float(total_arr)!r} vs sfer.reference "
+                        f"{ref.total!r}: difference {diff:.3g} > tolerance {tol:.3g}")
     return problems
 
 
@@ -641,9 +580,10 @@ def markdown_report(info: Dict[str, Any], copy_gbs: Dict[str, float], copy_bytes
         lines += [f"- {w}" for w in warnings]
     else:
         checked = sum(row.impl != "copy" for row in rows)
-        lines.append(f"Verified: in all {checked} rows d_values is bit-identical to NumPy's, "
-                     "d_default_value agrees within rounding-error bounds, and sfer's sum has "
-                     "the same bits for every thread count.")
+        lines.append(f"Verified: in all {checked} rows d_values is bit-identical to "
+                     "sfer.reference's, d_default_value agrees with its exact sum within "
+                     "rounding-error bounds, and sfer's sum has the same bits for every thread "
+                     "count.")
     return "\n".join(lines) + "\n"
 
 
@@ -764,7 +704,7 @@ def bench_scaling_case(exponent: int, map_kind: str, dtype_name: str, threads: S
                        budget: float) -> Tuple[List[Row], Dict[str, Any], List[str]]:
     """sfer at every thread count beside a copy of the case's least bytes on as many threads.
 
-    sfer is verified once per thread count (against NumPy's result, and the sum's bits
+    sfer is verified once per thread count (against sfer.reference, and the sum's bits
     across thread counts), then sfer(t) and copy(t) for all t are timed interleaved.
     Returns the rows (sfer's, then the copies'), a summary for the report, and problems.
     """
@@ -916,9 +856,9 @@ def scaling_report(info: Dict[str, Any], cases: List[Dict[str, Any]], rows: List
         lines.append("")
         lines += [f"- {w}" for w in warnings]
     else:
-        lines.append("Verified: at every thread count d_values is bit-identical to NumPy's, "
-                     "d_default_value agrees with NumPy's within rounding-error bounds and has "
-                     "the same bits for every thread count.")
+        lines.append("Verified: at every thread count d_values is bit-identical to "
+                     "sfer.reference's, d_default_value is within its documented error bound "
+                     "and has the same bits for every thread count.")
     peak = peak_rss_gb()
     if peak is not None:
         lines += ["", f"Peak resident memory of the run: {peak:.2f} GB."]

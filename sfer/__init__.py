@@ -21,7 +21,7 @@ except ModuleNotFoundError as _exc:  # pragma: no cover - exercised in a subproc
         "the installed `sfer` command, or run Python from another directory; to work in the "
         "source tree, build in place with `python setup.py build_ext --inplace`."
     ) from None
-from sfer import _threads
+from sfer import _threads, reference
 from sfer._result import GradResult
 from sfer._threads import get_num_threads
 from sfer._version import __version__
@@ -33,5 +33,6 @@ __all__ = [
     "__version__",
     "get_num_threads",
     "openmp_enabled",
+    "reference",
     "sparse_fill_empty_rows_grad",
 ]

@@ -1,21 +1,15 @@
-"""Assertion helpers shared by the sfer tests (compare sfer against reference.py)."""
+"""Assertion helpers shared by the sfer tests (compare sfer against sfer.reference).
+
+The rule a result must meet (the bits of ``d_values``, the error bound of ``d_default_value``)
+is ``sfer.reference``'s: these helpers only turn its verdicts into assertions.
+"""
 
 from __future__ import annotations
 
-import math
-from fractions import Fraction
-
 import numpy as np
 
-from reference import (
-    BFLOAT16,
-    exact_sum,
-    native,
-    reference_grad,
-    scalar_bits,
-    ulp,
-    unreferenced,
-)
+from reference import BFLOAT16, native, reference_grad, unreferenced
+from sfer.reference import sum_mismatch
 
 #: map dtype name -> largest N_full it can address in these tests
 MAP_CAPACITY = {
@@ -42,66 +36,12 @@ def assert_bits_equal(actual: np.ndarray, expected: np.ndarray) -> None:
     np.testing.assert_array_equal(bits_view(actual), bits_view(expected))
 
 
-def _real_check(actual, values: np.ndarray, dtype: np.dtype, accum: str, exact: bool) -> None:
-    """Check one real float sum (a component for complex).
-
-    ``accum`` is "f64" (float64 accumulation, for float16/bfloat16/float32/
-    complex64) or "neumaier" (float64/complex128)."""
-    ref = exact_sum(values, dtype)
-    a = float(actual)
-    r = float(ref)
-    if math.isnan(r):
-        assert math.isnan(a), f"expected NaN, got {actual!r}"
-        return
-    if math.isinf(r):
-        assert a == r, f"expected {r}, got {actual!r}"
-        return
-    assert math.isfinite(a), f"expected finite {ref!r}, got {actual!r}"
-    if exact:
-        assert a == r, f"expected exactly {ref!r}, got {actual!r}"
-        return
-    # Within 1 ulp of the correctly rounded sum, plus the a-priori error bound
-    # of the accumulation the spec prescribes (negligible for sane data).
-    v = values.astype(np.float64)
-    n = v.size
-    abs_sum = math.fsum(np.abs(v).tolist()) if n else 0.0
-    if accum == "f64":
-        bound = 2.0 * (n + 2) * 2.0**-53 * abs_sum
-    else:
-        bound = 4.0 * (n + 4) ** 2 * 2.0**-106 * abs_sum
-    tol = Fraction(ulp(r, dtype)) + Fraction(bound)
-    err = abs(Fraction(a) - Fraction(r))
-    assert err <= tol, (
-        f"sum {actual!r} differs from correctly rounded {ref!r} by {float(err)!r} "
-        f"> tolerance {float(tol)!r} ({dtype}, n={n})"
-    )
-
-
 def check_sum(actual, values, dtype, *, exact: bool = False) -> None:
-    """Assert ``actual`` (sfer's d_default_value) is the spec's sum of ``values``."""
-    dtype = native(dtype)
-    values = np.asarray(values).astype(dtype)
-    assert type(actual) is dtype.type, (type(actual), dtype.type)
-    if values.size == 0:
-        # the empty sum is +0 (bitwise, also for complex: +0+0j)
-        assert scalar_bits(actual) == 0, f"empty sum must be +0, got {actual!r}"
-        return
-    if dtype.kind in "iu":
-        ref = exact_sum(values, dtype)
-        assert actual == ref, f"expected {ref!r}, got {actual!r}"
-        return
-    if dtype.kind == "c":
-        part = np.dtype(f"f{dtype.itemsize // 2}")
-        accum = "f64" if part == np.float32 else "neumaier"
-        _real_check(actual.real, values.real, part, accum, exact)
-        _real_check(actual.imag, values.imag, part, accum, exact)
-        return
-    accum = "neumaier" if dtype == np.float64 else "f64"
-    if dtype == np.float16 and values.size <= 8192:
-        # float64 accumulation of <= 8192 float16 values is exact, so the
-        # single rounding gives the correctly rounded sum: demand equality.
-        exact = True
-    _real_check(actual, values, dtype, accum, exact)
+    """Assert ``actual`` (sfer's d_default_value) is the spec's sum of ``values``: a scalar of
+    ``dtype``, within ``sfer.reference``'s documented error bound of the exactly rounded sum
+    (``exact=True``: equal to it, for data whose float64 sums are exact)."""
+    problem = sum_mismatch(actual, np.asarray(values).astype(native(dtype)), dtype, exact=exact)
+    assert problem is None, f"{problem} ({native(dtype)}, n={np.size(values)})"
 
 
 def check_result(res, rim, g, *, exact: bool = False) -> None:

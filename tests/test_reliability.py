@@ -2,9 +2,10 @@
 64-bit sizes, leaks, and inputs that are never written.
 
 A probe that could hang or crash (fork + OpenMP, concurrent calls, malformed input, N_full above
-2**31, read-only memory maps, thousands of calls) runs in a child interpreter with a time limit;
-the test then asserts on what the child printed (one JSON line) and on its exit status, so a
-hang or a segfault is a test failure, not a stuck or dead test run.
+2**31, read-only memory maps, thousands of calls) runs in a child interpreter with a time limit
+(tests/_reliability_child.py, one mode per probe); the test then asserts on what the child
+printed (one JSON line) and on its exit status, so a hang or a segfault is a test failure, not
+a stuck or dead test run.
 
 Environment: SFER_SANITIZE=1 (ci/sanitize.sh: ASan/UBSan) shrinks the largest inputs and
 lengthens the time limits; SFER_ALLOW_SERIAL_BUILD=1 accepts a build without OpenMP.
@@ -18,7 +19,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -34,28 +34,20 @@ from reference import BFLOAT16, index_error_message
 grad = sfer.sparse_fill_empty_rows_grad
 
 TESTS_DIR = Path(__file__).resolve().parent
-REPO_ROOT = TESTS_DIR.parent
 SANITIZE = os.environ.get("SFER_SANITIZE") == "1"
 ALLOW_SERIAL = os.environ.get("SFER_ALLOW_SERIAL_BUILD") == "1"
 SLOW = 4 if SANITIZE else 1  # time limits are multiplied by this under the sanitizers
 
-# Put at the top of every probe script: the installed sfer, never the checkout; tests/ last
-# (for reference.py, checks.py and this module).
-PRELUDE = f"""\
-import os, sys
-sys.path[:] = [p for p in sys.path if p and os.path.realpath(p) != {str(REPO_ROOT)!r}]
-sys.path.append({str(TESTS_DIR)!r})
-"""
+#: the probes run in a child interpreter: tests/_reliability_child.py MODE ARGS...
+CHILD = TESTS_DIR / "_reliability_child.py"
 
 
-def run_probe(tmp_path: Path, name: str, body: str, *, timeout: float, args=(), env=None):
-    """Run ``body`` as a script in a new session, killing the whole session (pool workers and
-    forked children included) after ``timeout`` seconds.  Returns the JSON object the script
+def run_probe(tmp_path: Path, name: str, mode: str, *, timeout: float, args=(), env=None):
+    """Run the child's probe ``mode`` in a new session, killing the whole session (pool workers
+    and forked children included) after ``timeout`` seconds.  Returns the JSON object the probe
     printed on its last line of stdout; fails the test on a hang, a crash or a non-zero exit."""
-    script = tmp_path / f"probe_{name}.py"  # (never the name of a module it imports)
-    script.write_text(PRELUDE + textwrap.dedent(body))
     proc = subprocess.Popen(
-        [sys.executable, str(script), *map(str, args)], cwd=tmp_path, env=env,
+        [sys.executable, str(CHILD), mode, *map(str, args)], cwd=tmp_path, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
@@ -78,106 +70,6 @@ def run_probe(tmp_path: Path, name: str, body: str, *, timeout: float, args=(), 
 # =============================================================================================
 # 1. fork: a forked child runs serially (GNU libgomp would hang it), spawn keeps its threads
 # =============================================================================================
-
-FORK_PROBE = """
-import json, multiprocessing as mp, signal, sys, threading, time
-import numpy as np
-import sfer, sfer._core as core
-
-N_FULL = 2_000_000        # N + N_full far above the serial threshold: parallel regions run
-
-
-def inputs(seed):
-    rng = np.random.default_rng(seed)
-    g = rng.standard_normal(N_FULL).astype(np.float32)
-    rim = rng.integers(0, N_FULL, size=N_FULL // 2)  # shuffled, duplicates: marking path
-    return rim, g
-
-
-def run(seed, num_threads=2):
-    \"\"\"Both kernel paths on one input, checked against g[rim] and a float64 masked sum.\"\"\"
-    rim, g = inputs(seed)
-    results = {}
-    for label, m in (("shuffled", rim), ("sorted", np.sort(rim))):
-        r = sfer.sparse_fill_empty_rows_grad(m, g, num_threads=num_threads)
-        values_ok = np.array_equal(r.d_values.view(np.uint32), g[m].view(np.uint32))
-        mask = np.ones(N_FULL, bool)
-        mask[m] = False
-        rest = g[mask].astype(np.float64)
-        expected = float(np.sum(rest))
-        tol = float(np.spacing(np.float32(abs(expected)))) + 4 * rest.size * 2.0**-53 * float(
-            np.sum(np.abs(rest)))
-        sum_ok = abs(float(r.d_default_value) - expected) <= tol
-        bits = int(np.array(r.d_default_value, np.float32).view(np.uint32))
-        results[label] = [bool(values_ok), bool(sum_ok), bits]
-    return {"seed": seed, "pid": os.getpid(), "forked": core.in_forked_child(),
-            "results": results, "max_threads": core.max_threads()}
-
-
-if __name__ == "__main__":
-    mode, WAIT = sys.argv[1], float(sys.argv[2])
-    report = {"openmp": sfer.openmp_enabled(), "parent_pid": os.getpid()}
-    seeds = [1, 2, 3, 4]
-    # the parent runs parallel regions first: libgomp's thread pool exists at fork time
-    report["parent"] = {s: run(s) for s in seeds}
-    if mode == "pool":
-        with mp.get_context("fork").Pool(2) as pool:
-            try:
-                report["children"] = pool.map_async(run, seeds).get(timeout=WAIT)
-            except mp.TimeoutError:
-                report["children"] = "timeout"
-    elif mode in ("raw", "raw_busy"):
-        path = sys.argv[3]
-        stop = threading.Event()
-        if mode == "raw_busy":  # a thread keeps the parent in parallel regions across the fork
-            busy_in = inputs(99)
-
-            def busy():
-                while not stop.is_set():
-                    sfer.sparse_fill_empty_rows_grad(*busy_in, num_threads=2)
-
-            threading.Thread(target=busy, daemon=True).start()
-            time.sleep(0.2)
-        pid = os.fork()
-        if pid == 0:
-            code = 3
-            try:
-                r = run(seeds[0])
-                with open(path, "w") as f:
-                    json.dump(r, f)
-                same = r["results"] == report["parent"][seeds[0]]["results"]
-                code = 0 if r["forked"] and same else 1
-            finally:
-                os._exit(code)
-        deadline = time.monotonic() + WAIT
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                report["child_exit"] = os.waitstatus_to_exitcode(status)
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                report["child_exit"] = "timeout"
-                break
-            time.sleep(0.02)
-        stop.set()
-        if report["child_exit"] == 0:
-            with open(path) as f:
-                report["children"] = [json.load(f)]
-    else:  # spawn and forkserver start a fresh interpreter (forkserver: fork of a fresh one)
-        report["children"] = []
-        for method in ("spawn", "forkserver"):
-            with mp.get_context(method).Pool(1) as pool:
-                try:
-                    c = pool.map_async(run, seeds[:1]).get(timeout=WAIT)[0]
-                except mp.TimeoutError:
-                    c = "timeout"
-            report["children"].append([method, c])
-    # the parent goes on working in parallel after its children
-    report["parent_after"] = run(seeds[0])
-    print(json.dumps(report))
-"""
 
 
 def check_fork_report(report, children):
@@ -203,7 +95,7 @@ def check_fork_report(report, children):
 def test_fork_pool_after_parallel_region(tmp_path):
     """multiprocessing's fork Pool after the parent ran parallel regions: no hang (libgomp
     would hang the children), right results, in_forked_child() True only in the children."""
-    report = run_probe(tmp_path, "fork_pool", FORK_PROBE, timeout=90, args=["pool", 60])
+    report = run_probe(tmp_path, "fork_pool", "fork", timeout=90, args=["pool", 60])
     assert report["children"] != "timeout", "fork Pool workers hung (OpenMP after fork?)"
     check_fork_report(report, report["children"])
     for c in report["children"]:
@@ -216,7 +108,7 @@ def test_raw_os_fork(tmp_path, mode):
     parallel regions ("raw") or while another parent thread is inside them ("raw_busy", a
     DataLoader-style fork from a busy process): it finishes (exit status 0 = correct and
     in_forked_child() True)."""
-    report = run_probe(tmp_path, f"fork_{mode}", FORK_PROBE, timeout=90,
+    report = run_probe(tmp_path, f"fork_{mode}", "fork", timeout=90,
                        args=[mode, 60, tmp_path / "child.json"])
     assert report["child_exit"] != "timeout", "the forked child hung (OpenMP after fork?)"
     assert report["child_exit"] == 0, f"the forked child failed: exit {report['child_exit']}"
@@ -226,7 +118,7 @@ def test_raw_os_fork(tmp_path, mode):
 
 def test_spawn_and_forkserver_children_keep_parallelism(tmp_path):
     """spawn and forkserver children are not "forked children": OpenMP stays on."""
-    report = run_probe(tmp_path, "spawn", FORK_PROBE, timeout=120, args=["spawn", 90])
+    report = run_probe(tmp_path, "spawn", "fork", timeout=120, args=["spawn", 90])
     children = [c for _, c in report["children"]]
     check_fork_report(report, children)
     for method, c in report["children"]:
@@ -243,84 +135,12 @@ def test_in_forked_child_false_in_test_process():
 # 2. many Python threads at once; threadpoolctl
 # =============================================================================================
 
-THREADS_PROBE = """
-import json, threading
-import numpy as np
-import sfer
-
-N_FULL, N = 300_000, 200_000
-rng = np.random.default_rng(5)
-gs = {
-    "f64": rng.standard_normal(N_FULL) * 10.0 ** rng.uniform(-3, 3, N_FULL),
-    "i64": rng.integers(-(2**62), 2**62, N_FULL),
-}
-gs["f32"] = gs["f64"].astype(np.float32)
-sorted_map = np.sort(rng.choice(N_FULL, N, replace=False))
-maps = {"sorted": sorted_map, "shuffled": rng.permutation(sorted_map),
-        "duplicates": rng.integers(0, N_FULL, N)}
-bad = maps["shuffled"].copy()
-bad[150_000] = -1
-bad[123_456] = N_FULL
-BAD_MSG = f"reverse_index_map[123456] = {N_FULL} is out of range [0, {N_FULL})"
-combos = [(m, v) for m in maps for v in gs]
-expected = {(m, v): sfer.sparse_fill_empty_rows_grad(maps[m], gs[v], num_threads=1)
-            for m, v in combos}
-arrays = dict(maps, bad=bad, **gs)
-before = {k: a.tobytes() for k, a in arrays.items()}
-
-NTHREADS, CALLS = 8, 6
-barrier = threading.Barrier(NTHREADS)
-errors, done = [], [0] * NTHREADS
-
-
-def worker(t):
-    try:
-        barrier.wait()
-        for i in range(CALLS):
-            m, v = combos[(t + i) % len(combos)]
-            nt = [None, 1, 2, 3, 4][(7 * t + i) % 5]
-            out = np.empty(N, gs[v].dtype) if (t + i) % 2 else None
-            r = sfer.sparse_fill_empty_rows_grad(maps[m], gs[v], num_threads=nt, out=out)
-            e = expected[m, v]
-            if (r.d_values.tobytes() != e.d_values.tobytes()
-                    or r.d_default_value.tobytes() != e.d_default_value.tobytes()):
-                errors.append(f"thread {t} call {i}: {m}/{v} num_threads={nt}: result differs")
-            if out is not None and r.d_values is not out:
-                errors.append(f"thread {t} call {i}: out= not returned")
-            if i % 3 == 2:  # a failing call among the others
-                try:
-                    sfer.sparse_fill_empty_rows_grad(bad, gs[v], num_threads=nt)
-                except IndexError as exc:
-                    if str(exc) != BAD_MSG:
-                        errors.append(f"thread {t}: wrong IndexError {exc}")
-                else:
-                    errors.append(f"thread {t}: no IndexError")
-            done[t] += 1
-    except BaseException as exc:
-        errors.append(f"thread {t}: {exc!r}")
-
-
-threads = [threading.Thread(target=worker, args=(t,), daemon=True) for t in range(NTHREADS)]
-for th in threads:
-    th.start()
-for th in threads:
-    th.join(120)
-alive = sum(th.is_alive() for th in threads)
-changed = [k for k, a in arrays.items() if a.tobytes() != before[k]]
-# afterwards a single call on its own is still right
-again = sfer.sparse_fill_empty_rows_grad(maps["shuffled"], gs["f64"])
-again_ok = (again.d_values.tobytes() == expected["shuffled", "f64"].d_values.tobytes()
-            and again.d_default_value == expected["shuffled", "f64"].d_default_value)
-print(json.dumps({"errors": errors, "done": done, "alive": alive, "changed": changed,
-                  "again_ok": bool(again_ok)}))
-"""
-
 
 def test_many_python_threads_share_inputs(tmp_path):
     """8 Python threads x 6 calls (+ failing calls) at once on shared sorted, shuffled and
     duplicated maps, N_full = 300,000 (parallel): every result is bitwise the single-threaded
     one, the IndexError the same, and no input changes."""
-    report = run_probe(tmp_path, "threads", THREADS_PROBE, timeout=180)
+    report = run_probe(tmp_path, "threads", "threads", timeout=180)
     assert report["alive"] == 0, "threads still running after 120 s (deadlock?)"
     assert report["errors"] == []
     assert report["done"] == [6] * 8
@@ -328,46 +148,8 @@ def test_many_python_threads_share_inputs(tmp_path):
     assert report["again_ok"]
 
 
-THREADPOOLCTL_PROBE = """
-import json, os, sys
-import numpy as np
-import sfer, sfer._core as core
-import threadpoolctl
-
-N_FULL = 2_000_000
-rng = np.random.default_rng(9)
-g = rng.standard_normal(N_FULL).astype(np.float32)
-maps = {"sorted": np.sort(rng.integers(0, N_FULL, N_FULL // 2))}
-maps["shuffled"] = rng.permutation(maps["sorted"])
-grad = sfer.sparse_fill_empty_rows_grad
-expected = {k: grad(m, g, num_threads=1) for k, m in maps.items()}
-
-def same(r, e):
-    return r.d_values.tobytes() == e.d_values.tobytes() and (
-        r.d_default_value.tobytes() == e.d_default_value.tobytes())
-
-info = threadpoolctl.threadpool_info()
-omp = [os.path.realpath(i["filepath"]) for i in info if i["user_api"] == "openmp"]
-with open("/proc/self/maps") as f:
-    mapped = sorted({os.path.realpath(line.split()[-1]) for line in f
-                     if "libgomp" in line and "/" in line})
-before = core.max_threads()
-default_ok = all(same(grad(m, g), expected[k]) for k, m in maps.items())
-with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
-    inside = core.max_threads()
-    limited_ok = all(same(grad(m, g), expected[k]) for k, m in maps.items())
-    explicit_ok = all(same(grad(m, g, num_threads=2), expected[k]) for k, m in maps.items())
-after = core.max_threads()
-libs = os.path.join(os.path.dirname(os.path.dirname(sfer.__file__)), "sfer.libs")
-print(json.dumps({"omp": omp, "mapped": mapped, "before": before, "inside": inside,
-                  "after": after, "default_ok": default_ok, "limited_ok": limited_ok,
-                  "explicit_ok": explicit_ok, "openmp": sfer.openmp_enabled(),
-                  "wheel_libs": os.path.realpath(libs) if os.path.isdir(libs) else None}))
-"""
-
-
 def test_threadpoolctl_sees_and_limits_sfers_openmp(tmp_path):
-    report = run_probe(tmp_path, "threadpoolctl", THREADPOOLCTL_PROBE, timeout=120)
+    report = run_probe(tmp_path, "threadpoolctl", "threadpoolctl", timeout=120)
     assert report["default_ok"] and report["explicit_ok"]
     assert report["limited_ok"], "threadpool_limits(1) changed the results"
     if ALLOW_SERIAL and not report["openmp"]:
@@ -611,22 +393,9 @@ def test_hostile_input_raises_clean_error(name):
     _check_hostile(name, _call_hostile(name))
 
 
-HOSTILE_PROBE = """
-import json, sys
-import test_reliability as T
-names = sorted(T.hostile_cases())
-outcomes = {}
-for rounds in range(3):  # repeated: a corruption may crash a later call
-    for name in names:
-        print(name, file=sys.stderr, flush=True)  # the last name shows where a crash hit
-        outcomes[name] = T._call_hostile(name)
-print(json.dumps(outcomes))
-"""
-
-
 def test_hostile_input_batch_in_subprocess(tmp_path):
     """The whole hostile batch, three times, in a child: a segfault fails the test."""
-    outcomes = run_probe(tmp_path, "hostile", HOSTILE_PROBE, timeout=120)
+    outcomes = run_probe(tmp_path, "hostile", "hostile", timeout=120)
     assert sorted(outcomes) == sorted(hostile_cases())
     for name, outcome in outcomes.items():
         _check_hostile(name, outcome)
@@ -671,33 +440,6 @@ BIG_CASES = {  # name -> (map, map dtype, num_threads); np.int64 threads: the Py
 if SANITIZE:  # each pass over 2 GiB takes several seconds under ASan: the first four only
     BIG_CASES = dict(list(BIG_CASES.items())[:4])
 
-BIG_PROBE = """
-import json, os, sys, time
-import numpy as np
-import sfer
-import test_reliability as T
-
-# A sparse temporary file: its holes read as 0 and take no disk space.
-g = np.memmap(sys.argv[1], dtype=np.int8, mode="w+", shape=(T.BIG_N,))
-backing = "sparse file"
-for k, v in T.BIG_VALUES.items():
-    g[k] = v
-out = {"backing": backing}
-for name, (m, dt, nt) in T.BIG_CASES.items():
-    rim = np.array(m, dtype=dt)
-    t0 = time.perf_counter()
-    try:
-        r = sfer.sparse_fill_empty_rows_grad(rim, g, num_threads=nt)
-        out[name] = ["ok", r.d_values.tolist(), str(r.d_values.dtype), int(r.d_default_value),
-                     type(r.d_default_value).__name__]
-    except (TypeError, ValueError, IndexError, MemoryError) as exc:
-        out[name] = [type(exc).__name__, str(exc)]
-    out[name].append(round(time.perf_counter() - t0, 2))
-with open("/proc/self/status") as f:
-    out["VmHWM"] = [line.split()[1] for line in f if line.startswith("VmHWM")][0]
-print(json.dumps(out))
-"""
-
 
 def test_n_full_above_2_31(tmp_path):
     """grad_values of 2**31 + 16 int8 values: positions on both sides of 2**31 are gathered
@@ -707,7 +449,7 @@ def test_n_full_above_2_31(tmp_path):
     an int8 np.memmap of a sparse temporary file, so only the few pages written take disk."""
     path = tmp_path / "g.bin"
     try:
-        out = run_probe(tmp_path, "big", BIG_PROBE, timeout=300, args=[path])
+        out = run_probe(tmp_path, "big", "big", timeout=300, args=[path])
     finally:
         path.unlink(missing_ok=True)
     referenced = {5, 2**31, 2**31 + 3, 2**31 + 15}
@@ -730,121 +472,6 @@ def test_n_full_above_2_31(tmp_path):
 # 6. no leaks
 # =============================================================================================
 
-LEAK_PROBE = """
-import gc, json, os, sys
-import numpy as np
-import sfer
-from reference import BFLOAT16
-
-grad = sfer.sparse_fill_empty_rows_grad
-PAGE = os.sysconf("SC_PAGE_SIZE")
-ROUNDS, PARALLEL_ROUNDS = int(sys.argv[1]), int(sys.argv[2])
-if sys.argv[3:] == ["inject-leak"]:  # the test's self-check: keep every result alive
-    kept = []
-    _grad = sfer.sparse_fill_empty_rows_grad
-
-    def grad(*args, **kwargs):
-        kept.append(_grad(*args, **kwargs))
-        return kept[-1]
-
-
-def rss():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
-
-
-rng = np.random.default_rng(3)
-small_g = rng.standard_normal(100)
-small_rim = rng.integers(0, 100, 50)
-small_out = np.empty(50)
-med_g = rng.standard_normal(30_000).astype(np.float32)       # N + N_full < 65536: serial
-med_sorted = np.sort(rng.integers(0, 30_000, 20_000))
-med_shuffled = rng.permutation(med_sorted)
-med_out = np.empty(20_000, np.float32)
-big_g = rng.standard_normal(400_000).astype(np.float32)      # parallel
-big_sorted = np.sort(rng.integers(0, 400_000, 200_000))
-big_shuffled = rng.permutation(big_sorted)
-big_out = np.empty(200_000, np.float32)
-bf_g = small_g.astype(BFLOAT16 if BFLOAT16 is not None else np.float16)
-list_rim = small_rim.tolist()
-swapped_g = small_g.astype(">f8")
-strided_g = np.repeat(small_g, 2)[::2]
-bad_small = small_rim.copy()
-bad_small[-1] = 100
-bad_med = med_shuffled.copy()
-bad_med[15_000] = -5
-bad_big = big_shuffled.copy()
-bad_big[150_000] = 400_000
-float_rim = small_rim.astype(np.float64)
-wrong_out = np.empty(50, np.float32)
-g2d = small_g.reshape(10, 10)
-
-ok_calls = [
-    lambda: grad(small_rim, small_g),                              # C fast path
-    lambda: grad(small_rim, small_g, out=small_out),
-    lambda: grad(list_rim, swapped_g, num_threads=2),              # Python path
-    lambda: grad(small_rim, strided_g, out=small_out),
-    lambda: grad(small_rim, bf_g),
-    lambda: grad(med_sorted, med_g),                               # block walk
-    lambda: grad(med_shuffled, med_g, out=med_out),                # marking
-]
-bad_calls = [
-    (IndexError, lambda: grad(bad_small, small_g)),
-    (IndexError, lambda: grad(bad_med, med_g, out=med_out)),
-    (IndexError, lambda: grad(list_rim + [-1], swapped_g)),
-    (TypeError, lambda: grad(float_rim, small_g)),
-    (TypeError, lambda: grad(small_rim, small_g, out=wrong_out)),
-    (TypeError, lambda: grad(small_rim, small_g, num_threads=1.5)),
-    (ValueError, lambda: grad(small_rim, g2d)),
-    (ValueError, lambda: grad([[0], [1, 2]], small_g)),
-    (ValueError, lambda: grad(small_rim, small_g, num_threads=0)),
-    (ValueError, lambda: grad(small_rim, small_g, out=small_g[:50])),
-]
-# parallel calls are far slower (and suffer most on a busy machine): fewer of them, on inputs
-# large enough that a leaked output (800 KB) or bitmap (50 KB a thread) per call would show
-parallel_ok = [
-    lambda: grad(big_sorted, big_g, num_threads=2),
-    lambda: grad(big_shuffled, big_g, num_threads=2, out=big_out),
-]
-parallel_bad = [
-    (IndexError, lambda: grad(bad_big, big_g, num_threads=2)),
-    (IndexError, lambda: grad(bad_big, big_g, num_threads=2, out=big_out)),
-]
-tracked = [small_g, small_rim, small_out, med_g, med_sorted, med_shuffled, med_out, big_g,
-           big_sorted, big_shuffled, big_out, bf_g, list_rim, swapped_g, strided_g, bad_small,
-           bad_med, bad_big, float_rim, wrong_out, g2d, np.dtype(np.float64),
-           np.dtype(np.float32), bf_g.dtype, sfer.GradResult]
-
-
-def run(k, ok, bad):
-    for i in range(k):
-        ok[i % len(ok)]()
-    for i in range(k):
-        exc, call = bad[i % len(bad)]
-        try:
-            call()
-        except exc:
-            pass
-        else:
-            raise AssertionError(f"bad call {i % len(bad)} did not raise")
-
-
-def both(k, kp):
-    run(k, ok_calls, bad_calls)
-    run(kp, parallel_ok, parallel_bad)
-
-
-both(ROUNDS // 10, PARALLEL_ROUNDS // 10)  # warm-up: caches, thread pools, allocator arenas
-gc.collect()
-refs0 = [sys.getrefcount(x) for x in tracked]
-rss0 = rss()
-both(ROUNDS, PARALLEL_ROUNDS)
-gc.collect()
-rss1 = rss()
-refs1 = [sys.getrefcount(x) for x in tracked]
-print(json.dumps({"rss0": rss0, "rss1": rss1, "refs0": refs0, "refs1": refs1}))
-"""
-
 
 def test_no_memory_or_reference_leaks(tmp_path):
     """20,000 successful calls (fast path, Python path, bfloat16, out=, block walk and marking)
@@ -855,13 +482,13 @@ def test_no_memory_or_reference_leaks(tmp_path):
     if SANITIZE or "asan" in env.get("LD_PRELOAD", ""):
         # ASan's quarantine holds freed memory (256 MiB by default): it would read as growth
         env["ASAN_OPTIONS"] = env.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=0"
-    report = run_probe(tmp_path, "leaks", LEAK_PROBE, timeout=240, args=[20_000, 200],
+    report = run_probe(tmp_path, "leaks", "leaks", timeout=240, args=[20_000, 200],
                        env=env)
     growth = report["rss1"] - report["rss0"]
     assert growth < 8 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB over 40,400 calls"
     assert report["refs1"] == report["refs0"], "reference counts changed (a reference leak)"
     # self-check: the same probe, keeping every result alive, sees both kinds of leak
-    leaky = run_probe(tmp_path, "leaks_injected", LEAK_PROBE, timeout=120,
+    leaky = run_probe(tmp_path, "leaks_injected", "leaks", timeout=120,
                       args=[2_000, 40, "inject-leak"], env=env)
     assert leaky["rss1"] - leaky["rss0"] > 8 * 2**20
     assert leaky["refs1"] != leaky["refs0"]
@@ -982,51 +609,10 @@ def test_read_only_inputs_work_and_stay_unchanged(name):
     assert (_state(rim), _state(g)) == before
 
 
-READONLY_MMAP_PROBE = """
-import json, sys
-import numpy as np
-import sfer
-from checks import check_result
-
-d = sys.argv[1]
-rng = np.random.default_rng(4)
-specs = {
-    "g": rng.standard_normal(300_000),
-    "g_be": rng.standard_normal(300_000).astype(">f4"),
-    "rim": rng.integers(0, 300_000, 200_000),
-}
-specs["rim_sorted"] = np.sort(specs["rim"])
-specs["rim_bad"] = specs["rim"].copy()
-specs["rim_bad"][150_000] = 300_000
-mm = {}
-for k, a in specs.items():
-    w = np.memmap(f"{d}/{k}.bin", dtype=a.dtype, mode="w+", shape=a.shape)
-    w[:] = a
-    w.flush()
-    del w
-    mm[k] = np.memmap(f"{d}/{k}.bin", dtype=a.dtype, mode="r", shape=a.shape)  # PROT_READ
-done = []
-for rk in ("rim", "rim_sorted"):
-    for gk in ("g", "g_be"):
-        for nt in (1, 2):
-            for view in (slice(None), slice(None, None, 2)):
-                rim, g = mm[rk][view], mm[gk]
-                check_result(sfer.sparse_fill_empty_rows_grad(rim, g, num_threads=nt), rim, g)
-                done.append(f"{rk}/{gk}/{nt}/{view.step}")
-for nt in (1, 2):
-    try:
-        sfer.sparse_fill_empty_rows_grad(mm["rim_bad"], mm["g"], num_threads=nt)
-    except IndexError as exc:
-        done.append(str(exc))
-same = all(np.array_equal(np.asarray(mm[k]), a) for k, a in specs.items())
-print(json.dumps({"done": done, "same": same}))
-"""
-
-
 def test_read_only_memory_maps_are_never_written(tmp_path):
     """Inputs in PROT_READ memory maps (a write would be a SIGSEGV): both kernel paths, 1 and
     2 threads, byte-swapped, strided, and an IndexError."""
-    report = run_probe(tmp_path, "readonly_mmap", READONLY_MMAP_PROBE, timeout=120,
+    report = run_probe(tmp_path, "readonly_mmap", "readonly_mmap", timeout=120,
                        args=[tmp_path])
     assert len(report["done"]) == 18
     assert report["done"][-2:] == [index_error_message(150_000, 300_000, 300_000)] * 2
