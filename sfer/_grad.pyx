@@ -85,8 +85,7 @@ cdef enum:
     # Prefetch distances (entries) on the marking path.  A small grad_values array sits in
     # cache: prefetch into L1, a little ahead.  From FAR_BYTES up its lines come from DRAM, and
     # the number of misses in flight is what counts: prefetch into L2 (see sfer_prefetch_l2),
-    # far ahead.  Measured on a 2-core AMD EPYC (1 MiB L2 per core, 32 MiB L3): the far mode
-    # halves single-threaded time at 10^7 float32 and is slower below ~6 MiB.
+    # far ahead.  How FAR_BYTES was chosen: benchmarks/README.md, "Tuning constants".
     NEAR_AHEAD = 24
     FAR_AHEAD = 128
     FAR_BYTES = 6 << 20
