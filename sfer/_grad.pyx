@@ -291,8 +291,7 @@ cdef int block_walk(const val_t *g, uint64_t n_full, const idx_t *rim, int64_t n
                 break
             store_item(&d[j], &g[wstart + u], stream)
             mark[u] = 1
-            if j + MAP_AHEAD < n:
-                sfer_prefetch(&rim[j + MAP_AHEAD])
+            sfer_prefetch(&rim[min(j + MAP_AHEAD, n - 1)])   # never past the map's end
             j += 1
         if sfer_atomic_load(abort):
             sfer_stream_fence()
@@ -736,6 +735,15 @@ cpdef cnp.ndarray output_for(object out, cnp.npy_intp n, cnp.dtype dtype, object
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     d = <cnp.ndarray>out
+    if (cnp.PyArray_NDIM(d) == 1 and cnp.PyArray_DIM(d, 0) == n
+            and (<void *>cnp.PyArray_DESCR(d) == <void *>dtype
+                 or cnp.PyArray_EquivTypes(<cnp.dtype>cnp.PyArray_DESCR(d), dtype))
+            and cnp.PyArray_ISWRITEABLE(d) and cnp.PyArray_ISCONTIGUOUS(d)
+            and cnp.PyArray_ISALIGNED(d)
+            and not (type(map_given) is cnp.ndarray and may_overlap(d, <cnp.ndarray>map_given))
+            and not (type(grad_given) is cnp.ndarray
+                     and may_overlap(d, <cnp.ndarray>grad_given))):
+        return d    # the common case, decided in C; below, the same rules one by one
     if cnp.PyArray_NDIM(d) != 1 or cnp.PyArray_DIM(d, 0) != n:
         raise ValueError(f"out must have shape ({n},), got {out.shape}")
     if d.dtype != dtype:
@@ -775,6 +783,7 @@ cdef object fast_grad(object reverse_index_map, object grad_values, object num_t
     # converts it (or explains why it cannot).
     cdef cnp.ndarray rim, g, d
     cdef int vkind, ikind, nthreads
+    cdef cnp.npy_intp n
     cdef part_t total
     if type(reverse_index_map) is not cnp.ndarray or type(grad_values) is not cnp.ndarray:
         return None
@@ -787,7 +796,11 @@ cdef object fast_grad(object reverse_index_map, object grad_values, object num_t
     if vkind < 0 or ikind < 0:
         return None
     nthreads = thread_request(num_threads)
-    d = output_for(out, cnp.PyArray_DIM(rim, 0), g.dtype, rim, g)
+    n = cnp.PyArray_DIM(rim, 0)
+    if out is None:
+        d = cnp.PyArray_EMPTY(1, &n, cnp.PyArray_TYPE(g), 0)
+    else:
+        d = output_for(out, n, g.dtype, rim, g)
     run_checked(rim, g, d, vkind, ikind, nthreads, &total)
     return _tuple_new(GradResult, (d, to_scalar(&total, vkind, g.dtype)))
 
