@@ -721,6 +721,23 @@ cdef inline bint may_overlap(cnp.ndarray a, cnp.ndarray b):
     return bool(np.may_share_memory(a, b))
 
 
+cdef inline bint out_fits(object out, cnp.npy_intp n, cnp.PyArray_Descr *descr, object map_given,
+                          object grad_given):
+    # The rules of out= (see output_for) in C: True when out can receive d_values.
+    cdef cnp.ndarray d
+    if not isinstance(out, np.ndarray):
+        return False
+    d = <cnp.ndarray>out
+    return (cnp.PyArray_NDIM(d) == 1 and cnp.PyArray_DIM(d, 0) == n
+            and (cnp.PyArray_DESCR(d) == descr
+                 or cnp.PyArray_EquivTypes(<cnp.dtype>cnp.PyArray_DESCR(d), <cnp.dtype>descr))
+            and cnp.PyArray_ISWRITEABLE(d) and cnp.PyArray_ISCONTIGUOUS(d)
+            and cnp.PyArray_ISALIGNED(d)
+            and not (type(map_given) is cnp.ndarray and may_overlap(d, <cnp.ndarray>map_given))
+            and not (type(grad_given) is cnp.ndarray
+                     and may_overlap(d, <cnp.ndarray>grad_given)))
+
+
 cpdef cnp.ndarray output_for(object out, cnp.npy_intp n, cnp.dtype dtype, object map_given,
                              object grad_given):
     """Where ``d_values`` goes: a new array of ``n`` items of ``dtype`` (native) when ``out`` is
@@ -735,14 +752,7 @@ cpdef cnp.ndarray output_for(object out, cnp.npy_intp n, cnp.dtype dtype, object
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     d = <cnp.ndarray>out
-    if (cnp.PyArray_NDIM(d) == 1 and cnp.PyArray_DIM(d, 0) == n
-            and (<void *>cnp.PyArray_DESCR(d) == <void *>dtype
-                 or cnp.PyArray_EquivTypes(<cnp.dtype>cnp.PyArray_DESCR(d), dtype))
-            and cnp.PyArray_ISWRITEABLE(d) and cnp.PyArray_ISCONTIGUOUS(d)
-            and cnp.PyArray_ISALIGNED(d)
-            and not (type(map_given) is cnp.ndarray and may_overlap(d, <cnp.ndarray>map_given))
-            and not (type(grad_given) is cnp.ndarray
-                     and may_overlap(d, <cnp.ndarray>grad_given))):
+    if out_fits(out, n, <cnp.PyArray_Descr *>dtype, map_given, grad_given):
         return d    # the common case, decided in C; below, the same rules one by one
     if cnp.PyArray_NDIM(d) != 1 or cnp.PyArray_DIM(d, 0) != n:
         raise ValueError(f"out must have shape ({n},), got {out.shape}")
@@ -799,8 +809,10 @@ cdef object fast_grad(object reverse_index_map, object grad_values, object num_t
     n = cnp.PyArray_DIM(rim, 0)
     if out is None:
         d = cnp.PyArray_EMPTY(1, &n, cnp.PyArray_TYPE(g), 0)
+    elif out_fits(out, n, cnp.PyArray_DESCR(g), rim, g):
+        d = <cnp.ndarray>out
     else:
-        d = output_for(out, n, g.dtype, rim, g)
+        d = output_for(out, n, g.dtype, rim, g)     # raises, saying which rule out breaks
     run_checked(rim, g, d, vkind, ikind, nthreads, &total)
     return _tuple_new(GradResult, (d, to_scalar(&total, vkind, g.dtype)))
 
