@@ -107,15 +107,25 @@ class BuildExt(build_ext):
 
 
 compile_args = [] if sys.platform == "win32" else ["-O3", "-g0", "-fno-math-errno", "-Wno-unused-function"]
-extensions = [
-    Extension(
-        "sfer._core",
-        ["sfer/_core.pyx"],
-        include_dirs=[np.get_include()],
+HEADERS = sorted(os.path.join("sfer", "src", f) for f in os.listdir(os.path.join("sfer", "src"))
+                 if f.endswith(".h"))
+PXDS = ["sfer/_openmp.pxd", "sfer/_common.pxd", "sfer/_runtime.pxd"]
+
+
+def _extension(name):
+    """sfer.<name>, from sfer/<name>.pyx; every one includes sfer/src/*.h and the .pxd files."""
+    return Extension(
+        f"sfer.{name}",
+        [f"sfer/{name}.pyx"],
+        include_dirs=[np.get_include(), os.path.join("sfer", "src")],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=compile_args,
+        depends=HEADERS + PXDS,
     )
-]
+
+
+# _runtime: the process-wide state every op shares; _grad: the SparseFillEmptyRowsGrad op.
+extensions = [_extension("_runtime"), _extension("_grad")]
 
 setup(
     ext_modules=cythonize(

@@ -56,7 +56,7 @@ if [[ ! -e $LIBASAN ]]; then
 fi
 LIBASAN=$(readlink -f "$LIBASAN")
 
-# 1. A clean copy of the sources: never reuse build/, a stale sfer/_core.c or an installed
+# 1. A clean copy of the sources: never reuse build/, a stale sfer/*.c or an installed
 #    .so from the checkout (setuptools would skip an "up-to-date" extension and ship it
 #    uninstrumented), and never write build outputs into the checkout.
 say "copying sources to $SRC"
@@ -98,19 +98,22 @@ if ! env CC="$WORK/bin/sanitize-cc" SFER_OPENMP="${SFER_OPENMP:-required}" \
 fi
 grep -m1 -E '^ *sfer: (building|SFER_OPENMP)' "$WORK/build.log" | sed 's/^ */  /' || true
 echo "  (sanitize-cc appends the flags above after each command line below)"
-grep -m1 -E 'sanitize-cc .*_core\.c' "$WORK/build.log" | sed 's/^ */  compile: /' || true
+grep -m1 -E 'sanitize-cc .*_grad\.c' "$WORK/build.log" | sed 's/^ */  compile: /' || true
 grep -m1 -E 'sanitize-cc .*-shared' "$WORK/build.log" | sed 's/^ */  link:    /' || true
 
-SO=$(ls "$VENV"/lib/python*/site-packages/sfer/_core*.so)
-needed=$(readelf -d "$SO" | grep NEEDED || true)
-undef=$(nm -D --undefined-only "$SO")
-if ! grep -q 'libasan' <<<"$needed" || ! grep -q 'libubsan' <<<"$needed" \
-        || ! grep -q '__asan_report' <<<"$undef" || ! grep -q '__ubsan_handle' <<<"$undef"; then
-    echo "$needed"
-    echo "sanitize: FAILED: $SO is not instrumented with ASan + UBSan" >&2
-    exit 1
-fi
-echo "  $SO: NEEDED $(grep -oE 'lib(asan|ubsan|gomp)[^]]*' <<<"$needed" | tr '\n' ' ')"
+# Every compiled module of the package must be instrumented.
+SOS=$(ls "$VENV"/lib/python*/site-packages/sfer/*.so)
+for SO in $SOS; do
+    needed=$(readelf -d "$SO" | grep NEEDED || true)
+    undef=$(nm -D --undefined-only "$SO")
+    if ! grep -q 'libasan' <<<"$needed" || ! grep -q 'libubsan' <<<"$needed" \
+            || ! grep -q '__asan_report' <<<"$undef" || ! grep -q '__ubsan_handle' <<<"$undef"; then
+        echo "$needed"
+        echo "sanitize: FAILED: $SO is not instrumented with ASan + UBSan" >&2
+        exit 1
+    fi
+    echo "  $SO: NEEDED $(grep -oE 'lib(asan|ubsan|gomp)[^]]*' <<<"$needed" | tr '\n' ' ')"
+done
 
 # 4. The test suite under the sanitizers.
 # Where reports go.  ASan honours log_path (one file per process, so reports from subprocesses

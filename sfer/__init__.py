@@ -7,14 +7,15 @@
 """
 
 try:
-    from sfer._core import openmp_enabled, sparse_fill_empty_rows_grad
+    from sfer._grad import sparse_fill_empty_rows_grad
+    from sfer._runtime import openmp_enabled
 except ModuleNotFoundError as _exc:  # pragma: no cover - exercised in a subprocess
-    if _exc.name != "sfer._core":
+    if _exc.name not in ("sfer._grad", "sfer._runtime"):
         raise
     import os as _os
 
     raise ImportError(
-        "sfer's compiled extension (sfer._core) is missing from "
+        f"sfer's compiled extension ({_exc.name}) is missing from "
         f"{_os.path.dirname(_os.path.abspath(__file__))}. This happens when Python imports "
         "sfer from its source tree, e.g. when `python -m sfer` runs in the repository root: "
         "the current directory comes first on sys.path and shadows the installed sfer. Run "

@@ -3,7 +3,7 @@
 :func:`get_num_threads` applies this rule, in order:
 
 1. A serial build (``sfer.openmp_enabled()`` is False), or a process created by ``fork()``
-   (where sfer runs every call on one thread, see ``sfer._core``): 1.
+   (where sfer runs every call on one thread, see ``sfer._runtime``): 1.
 2. ``OMP_NUM_THREADS`` was set (to a non-empty value) in the environment when sfer was
    imported: OpenMP's ``omp_get_max_threads()``.  OpenMP reads the variable at start-up and
    parses it (``"4,2"`` and the like are OpenMP's business).
@@ -44,12 +44,12 @@ __all__ = ["get_num_threads"]
 
 _CGROUP_ROOT = "/sys/fs/cgroup"
 
-# OpenMP reads OMP_NUM_THREADS when its runtime is loaded, which is when sfer._core (whose
+# OpenMP reads OMP_NUM_THREADS when its runtime is loaded, which is when sfer._runtime (whose
 # module init imports this module) is loaded: read it at the same moment.  libgomp ignores an
 # empty value.
 _OMP_NUM_THREADS_SET = bool(os.environ.get("OMP_NUM_THREADS", "").strip())
 
-_core: Optional[ModuleType] = None  # sfer._core, imported lazily (it imports this module)
+_core: Optional[ModuleType] = None  # sfer._runtime, imported lazily (it imports this module)
 _start_max_threads: Optional[int] = None  # omp_get_max_threads() when sfer was imported
 _quota_cached = False
 _quota: Optional[int] = None
@@ -58,7 +58,7 @@ _quota: Optional[int] = None
 def _core_module() -> ModuleType:
     global _core
     if _core is None:
-        from sfer import _core as core
+        from sfer import _runtime as core
 
         _core = core
     return _core
@@ -66,7 +66,7 @@ def _core_module() -> ModuleType:
 
 def _record_start_max_threads() -> int:
     """omp_get_max_threads() as sfer starts: recorded by sfer/__init__.py right after it
-    imports sfer._core (or, failing that, on the first call that asks)."""
+    imports sfer._runtime (or, failing that, on the first call that asks)."""
     global _start_max_threads
     if _start_max_threads is None:
         _start_max_threads = int(_core_module().max_threads())
@@ -144,7 +144,7 @@ def _available_cpus() -> int:
 
 def _default_num_threads() -> int:
     """The thread count of a large call with ``num_threads=None`` (before it is shared out
-    among the calls in flight).  sfer._core calls this once per such call, never in a forked
+    among the calls in flight).  sfer._runtime calls this once per such call, never in a forked
     child: it costs one ``sched_getaffinity`` call and no file reads after the first."""
     core = _core_module()
     if not core.openmp_enabled():

@@ -2,7 +2,7 @@
 
 Prints one JSON object.  Each "report" holds what ``sfer.get_num_threads()`` says and the
 thread counts that large calls (N + N_full = 400,000: parallel) really ran with
-(``sfer._core._last_threads()``), with ``num_threads=None`` and with ``num_threads=5``.
+(``sfer._runtime._last_threads()``), with ``num_threads=None`` and with ``num_threads=5``.
 
 MODE:
   affinity  reports at start-up, under an affinity mask of one CPU, and with the mask restored
@@ -22,7 +22,8 @@ from typing import Any, Optional
 import numpy as np
 
 import sfer
-import sfer._core
+import sfer._grad
+import sfer._runtime
 
 N_FULL = 200_000
 G = np.arange(N_FULL, dtype=np.float64)
@@ -32,7 +33,7 @@ RIM = np.arange(N_FULL, dtype=np.int64)  # identity map: N + N_full = 400,000 >=
 def ran_with(num_threads: Optional[int]) -> int:
     res = sfer.sparse_fill_empty_rows_grad(RIM, G, num_threads=num_threads)
     assert res.d_values.tobytes() == G.tobytes() and res.d_default_value == 0.0
-    return int(sfer._core._last_threads())
+    return int(sfer._runtime._last_threads())
 
 
 def report() -> dict[str, int]:
@@ -43,7 +44,7 @@ def main(mode: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "openmp": sfer.openmp_enabled(),
         "cpu_count": os.cpu_count(),
-        "omp_max": int(sfer._core.max_threads()),
+        "omp_max": int(sfer._runtime.max_threads()),
     }
     if mode == "affinity":
         all_cpus = os.sched_getaffinity(0)

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import sfer
-import sfer._core
+import sfer._grad
+import sfer._runtime
 from sfer._threads import _cpu_quota
 
 CHILD = Path(__file__).resolve().parent / "_num_threads_child.py"
@@ -35,7 +36,7 @@ def large_call_threads(num_threads: Optional[int] = None) -> int:
     rim = np.arange(200_000, dtype=np.int64)
     res = sfer.sparse_fill_empty_rows_grad(rim, g, num_threads=num_threads)
     assert res.d_default_value == 0.0
-    return int(sfer._core._last_threads())
+    return int(sfer._runtime._last_threads())
 
 
 def run_child(mode: str, tmp_path: Path, **env: str) -> dict[str, Any]:
@@ -266,7 +267,7 @@ def test_serial_build_uses_one_thread():
 def test_small_calls_run_on_one_thread():
     g = np.arange(1000, dtype=np.float64)
     sfer.sparse_fill_empty_rows_grad(np.arange(1000), g, num_threads=4)
-    assert sfer._core._last_threads() == 1
+    assert sfer._runtime._last_threads() == 1
 
 
 def test_threadpoolctl_limit_is_honoured_and_lifted():
@@ -287,6 +288,6 @@ def test_threadpoolctl_limit_above_the_default_is_honoured():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     start = sfer._threads._record_start_max_threads()
     with threadpoolctl.threadpool_limits(limits=start + 1, user_api="openmp"):
-        assert sfer._core.max_threads() == start + 1
+        assert sfer._runtime.max_threads() == start + 1
         assert sfer.get_num_threads() == start + 1
         assert large_call_threads() == start + 1

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import sfer
-import sfer._core
+import sfer._grad
+import sfer._runtime
 from reference import index_error_message, reference_grad, scalar_bits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,9 +33,10 @@ def test_imported_from_installed_package_not_checkout():
         f"sfer was imported from the source tree ({pkg}); the tests must run "
         f"against the installed wheel"
     )
-    core = Path(sfer._core.__file__).resolve()
-    assert not core.is_relative_to(REPO_ROOT), core
-    assert core.parent == PKG_DIR
+    for module in (sfer._grad, sfer._runtime):
+        path = Path(module.__file__).resolve()
+        assert not path.is_relative_to(REPO_ROOT), path
+        assert path.parent == PKG_DIR
 
 
 def test_public_api():
@@ -50,17 +52,19 @@ def test_public_api():
 
 def test_typing_files_installed():
     assert (PKG_DIR / "py.typed").is_file()
-    stub = PKG_DIR / "_core.pyi"
-    assert stub.is_file()
-    text = stub.read_text()
-    assert "def openmp_enabled" in text
+    assert "def sparse_fill_empty_rows_grad" in (PKG_DIR / "_grad.pyi").read_text()
+    assert "def openmp_enabled" in (PKG_DIR / "_runtime.pyi").read_text()
 
 
 def test_distribution_files_listed():
     files = {str(f).replace("\\", "/") for f in importlib.metadata.files("sfer") or []}
     assert "sfer/py.typed" in files
-    assert "sfer/_core.pyi" in files
-    assert any(f.startswith("sfer/_core.") and f.endswith((".so", ".pyd")) for f in files)
+    for name in ("_grad", "_runtime"):
+        assert f"sfer/{name}.pyi" in files
+        assert any(f.startswith(f"sfer/{name}.") and f.endswith((".so", ".pyd")) for f in files)
+    # the sources an sdist-less rebuild or a cimport needs travel too
+    assert "sfer/_common.pxd" in files and "sfer/_runtime.pxd" in files
+    assert any(f.startswith("sfer/src/") and f.endswith(".h") for f in files)
 
 
 def test_console_script_entry_point():
@@ -121,7 +125,7 @@ def test_readme_main_job_runs_in_repository_root(tmp_path):
 def test_import_from_unbuilt_source_tree_says_why(tmp_path):
     proc = run([sys.executable, "-m", "sfer"], unbuilt_source_tree(tmp_path))
     assert proc.returncode != 0
-    assert "compiled extension (sfer._core) is missing" in proc.stderr, proc.stderr
+    assert "compiled extension (sfer._grad) is missing" in proc.stderr, proc.stderr
     assert "build_ext --inplace" in proc.stderr
 
 

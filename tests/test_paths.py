@@ -1,7 +1,7 @@
 """The kernel's code paths: ``out=``, the block-ordered walk and its fallback to the marking
 path, and non-temporal stores for large outputs.
 
-Facts about the kernel these tests are built around (sfer/_core.pyx):
+Facts about the kernel these tests are built around (sfer/_grad.pyx):
 
 * positions ``[0, N_full)`` are cut into blocks of ``BLOCK = 4096``; a map whose entries'
   blocks (``entry // 4096``) never decrease is "block-ordered" and takes the block walk; any
@@ -970,14 +970,14 @@ def test_property_perturbed_block_ordered_maps(case, op, where, nt, name):
 # ---------------------------------------------------------------------------------------------
 # Past MAX_BITMAPS threads: the marking path's shared byte array (no atomic read-modify-write)
 
-_K = sfer._core._constants()
+_K = sfer._grad._constants()
 MAX_BITMAPS = _K["MAX_BITMAPS"]
 MANY_THREADS = (MAX_BITMAPS, MAX_BITMAPS + 1, 16, 33, 64)
 
 
 def _path_of(rim, g, nt, **kwargs):
     res = grad(rim, g, num_threads=nt, **kwargs)
-    return res, sfer._core._last_path(), sfer._core._last_threads()
+    return res, sfer._grad._last_path(), sfer._runtime._last_threads()
 
 
 def test_constants_match_this_file():
@@ -1029,7 +1029,7 @@ def test_byte_marks_out_of_range(mode, where):
     for nt in MANY_THREADS:
         expect_index_error(rim, g, n_full, nt)
         expect_index_error(rim, g, n_full, nt, out=out)
-        assert sfer._core._last_path() == ("bitmaps" if nt <= MAX_BITMAPS else "bytes")
+        assert sfer._grad._last_path() == ("bitmaps" if nt <= MAX_BITMAPS else "bytes")
         assert not np.any(out.view(np.uint8))
         out.view(np.uint8)[...] = 0xA5
 

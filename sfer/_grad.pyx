@@ -1,10 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Compiled kernels of sfer (private: call ``sfer.sparse_fill_empty_rows_grad``).
+"""The grad op, SparseFillEmptyRowsGrad: its kernels and its C entry point (private: call
+``sfer.sparse_fill_empty_rows_grad``).
 
 Definitions used by every kernel below:
 
-* ``key(r)``: a map entry as an unsigned 64-bit number.  Signed entries are sign-extended first,
-  so a negative entry becomes >= 2**63 and fails the single range test ``key(r) < n_full``.
+* ``index_key(r)`` (sfer/_common.pxd): a map entry as an unsigned 64-bit number, so that one
+  range test ``index_key(r) < n_full`` rejects negative entries too.
 * The unreferenced sum is defined block by block: positions ``[0, n_full)`` are cut into blocks
   of ``BLOCK`` positions; inside a block, position ``k`` is added to lane ``k % 8`` (complex:
   lane ``k % 4``, real and imaginary parts apart) in increasing ``k``; lanes are combined in a
@@ -26,248 +27,31 @@ from libc.stdint cimport (int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, 
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
-from sfer._openmp cimport SFER_HAVE_OPENMP, omp_get_max_threads
+from sfer._common cimport (idx_t, index_key, sfer_atomic_load, sfer_atomic_store, sfer_bf16,
+                           sfer_bit_set, sfer_bits_to_bytes, sfer_byte_mark, sfer_c64,
+                           sfer_c128, sfer_double_to_bf16_bits, sfer_double_to_f16_bits,
+                           sfer_f16, sfer_bf16_to_float, sfer_f16_to_float, sfer_keep,
+                           sfer_keep_mask, sfer_masked_sum_f32, sfer_masked_sum_f64,
+                           sfer_prefetch, sfer_prefetch_l2, sfer_prefetch_w, sfer_stream_fence,
+                           store_item, val_t)
+from sfer._runtime cimport SERIAL_BELOW, enter_call, leave_call, plan_threads
 
-import os
+import operator
 
+import numpy as np
+
+from sfer import _dtypes
 from sfer._result import GradResult
-from sfer._threads import _default_num_threads
 
 cnp.import_array()
 
 cdef object _tuple_new = tuple.__new__
-
-# Fork safety.  GNU libgomp hangs a forked child that enters a parallel region after the
-# parent already ran one (its thread pool does not survive fork).  A child created by fork()
-# therefore runs every call on its own thread, never entering OpenMP (the serial path calls
-# the kernels directly).  Processes started by spawn or forkserver are not affected.
-cdef bint _forked_child = False
-
-
-def _after_fork_in_child():
-    global _forked_child
-    _forked_child = True
-    sfer_calls_reset()
-
-
-def in_forked_child():
-    """True in a process created by fork() from one that had imported sfer (runs serially)."""
-    return bool(_forked_child)
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-cdef extern from *:
-    """
-    #include <math.h>
-    #include <stdint.h>
-    #include <string.h>
-    typedef struct { uint16_t bits; } sfer_f16;
-    typedef struct { uint16_t bits; } sfer_bf16;
-    typedef struct { float re, im; } sfer_c64;
-    typedef struct { double re, im; } sfer_c128;
-
-    /* IEEE binary16 -> binary32, exact for every input (subnormals, inf, NaN payloads). */
-    static inline float sfer_f16_to_float(sfer_f16 h) {
-        union { uint32_t u; float f; } o, magic, infnan;
-        magic.u = (uint32_t)(254 - 15) << 23;     /* 2**112 */
-        infnan.u = (uint32_t)(127 + 16) << 23;    /* 2**16: the smallest half exponent 31 */
-        o.u = (uint32_t)(h.bits & 0x7fffu) << 13;
-        o.f *= magic.f;
-        if (o.f >= infnan.f) o.u |= (uint32_t)255 << 23;
-        o.u |= (uint32_t)(h.bits & 0x8000u) << 16;
-        return o.f;
-    }
-    static inline float sfer_bf16_to_float(sfer_bf16 h) {
-        union { uint32_t u; float f; } o;
-        o.u = (uint32_t)h.bits << 16;
-        return o.f;
-    }
-    /* float64 -> bfloat16 bits, rounded once to nearest-even: round to odd into float32
-       (exact truncation plus a sticky bit), then round to nearest-even into bfloat16. */
-    static inline uint16_t sfer_double_to_bf16_bits(double d) {
-        union { uint32_t u; float f; } v;
-        v.f = (float)d;
-        if (d != d) return (uint16_t)((v.u >> 16) | 0x0040u);
-        if (isfinite(d) && (double)v.f != d) {
-            if (fabs((double)v.f) > fabs(d)) v.u -= 1u;
-            v.u |= 1u;
-        }
-        return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
-    }
-    /* Bit i of a bitmap that this thread alone writes. */
-    static inline void sfer_bit_set(uint64_t *bits, uint64_t i) {
-        bits[i >> 6] |= (uint64_t)1 << (i & 63);
-    }
-    /* Byte i of a mark array that threads share: every writer stores the same 1, so a plain
-       store (a relaxed atomic one, to be correct C) is enough; no read-modify-write, which
-       would wait for its cache line and stall the gathers behind it. */
-    static inline void sfer_byte_mark(uint8_t *marks, uint64_t i) {
-        __atomic_store_n(marks + i, (uint8_t)1, __ATOMIC_RELAXED);
-    }
-    /* The 64 bits of m as 64 bytes 0/1, bit i to out[i]. */
-    static inline void sfer_bits_to_bytes(uint64_t m, uint8_t *out) {
-        int i;
-        for (i = 0; i < 64; i++) out[i] = (uint8_t)((m >> i) & 1u);
-    }
-    /* All ones when skip == 0, else zero; and v, or +0 when skip is set. */
-    static inline uint64_t sfer_keep_mask(uint8_t skip) { return (uint64_t)0 - (uint64_t)(skip == 0); }
-    static inline double sfer_keep(double v, uint8_t skip) {
-        uint64_t b;
-        memcpy(&b, &v, 8);
-        b &= sfer_keep_mask(skip);
-        memcpy(&v, &b, 8);
-        return v;
-    }
-    /* Masked lane sums with SSE2 (every x86-64 has it).  Lane l of s (and c) takes the
-       elements k = l (mod 8), in increasing k, exactly as the generic Cython loop does, so the
-       results are bit-identical.  Return how many elements they did (a multiple of 8; 0
-       without SSE2, leaving all the work to the generic loop). */
-    #if defined(__SSE2__)
-    #include <emmintrin.h>
-    static inline __m128i sfer_keep_bytes(const uint8_t *mark) {  /* 0xff where mark == 0 */
-        return _mm_cmpeq_epi8(_mm_loadl_epi64((const __m128i *)mark), _mm_setzero_si128());
-    }
-    static inline int64_t sfer_masked_sum_f32(const float *g, const uint8_t *mark, int64_t len,
-                                              double *s) {
-        __m128d a0 = _mm_loadu_pd(s), a1 = _mm_loadu_pd(s + 2);
-        __m128d a2 = _mm_loadu_pd(s + 4), a3 = _mm_loadu_pd(s + 6);
-        int64_t k;
-        for (k = 0; k + 8 <= len; k += 8) {
-            __m128i keep16 = _mm_unpacklo_epi8(sfer_keep_bytes(mark + k), sfer_keep_bytes(mark + k));
-            __m128 x0 = _mm_and_ps(_mm_loadu_ps(g + k),
-                                   _mm_castsi128_ps(_mm_unpacklo_epi16(keep16, keep16)));
-            __m128 x1 = _mm_and_ps(_mm_loadu_ps(g + k + 4),
-                                   _mm_castsi128_ps(_mm_unpackhi_epi16(keep16, keep16)));
-            a0 = _mm_add_pd(a0, _mm_cvtps_pd(x0));
-            a1 = _mm_add_pd(a1, _mm_cvtps_pd(_mm_movehl_ps(x0, x0)));
-            a2 = _mm_add_pd(a2, _mm_cvtps_pd(x1));
-            a3 = _mm_add_pd(a3, _mm_cvtps_pd(_mm_movehl_ps(x1, x1)));
-        }
-        _mm_storeu_pd(s, a0); _mm_storeu_pd(s + 2, a1);
-        _mm_storeu_pd(s + 4, a2); _mm_storeu_pd(s + 6, a3);
-        return k;
-    }
-    static inline void sfer_neumaier2(__m128d *s, __m128d *c, __m128d x) {
-        const __m128d abs_mask = _mm_castsi128_pd(_mm_set1_epi64x(0x7fffffffffffffffLL));
-        __m128d t = _mm_add_pd(*s, x);
-        __m128d ge = _mm_cmpge_pd(_mm_and_pd(*s, abs_mask), _mm_and_pd(x, abs_mask));
-        __m128d a = _mm_add_pd(_mm_sub_pd(*s, t), x);
-        __m128d b = _mm_add_pd(_mm_sub_pd(x, t), *s);
-        *c = _mm_add_pd(*c, _mm_or_pd(_mm_and_pd(ge, a), _mm_andnot_pd(ge, b)));
-        *s = t;
-    }
-    static inline int64_t sfer_masked_sum_f64(const double *g, const uint8_t *mark, int64_t len,
-                                              double *s, double *c) {
-        __m128d s0 = _mm_loadu_pd(s), s1 = _mm_loadu_pd(s + 2);
-        __m128d s2 = _mm_loadu_pd(s + 4), s3 = _mm_loadu_pd(s + 6);
-        __m128d c0 = _mm_loadu_pd(c), c1 = _mm_loadu_pd(c + 2);
-        __m128d c2 = _mm_loadu_pd(c + 4), c3 = _mm_loadu_pd(c + 6);
-        int64_t k;
-        for (k = 0; k + 8 <= len; k += 8) {
-            __m128i keep16 = _mm_unpacklo_epi8(sfer_keep_bytes(mark + k), sfer_keep_bytes(mark + k));
-            __m128i lo = _mm_unpacklo_epi16(keep16, keep16), hi = _mm_unpackhi_epi16(keep16, keep16);
-            sfer_neumaier2(&s0, &c0, _mm_and_pd(_mm_loadu_pd(g + k),
-                                                _mm_castsi128_pd(_mm_unpacklo_epi32(lo, lo))));
-            sfer_neumaier2(&s1, &c1, _mm_and_pd(_mm_loadu_pd(g + k + 2),
-                                                _mm_castsi128_pd(_mm_unpackhi_epi32(lo, lo))));
-            sfer_neumaier2(&s2, &c2, _mm_and_pd(_mm_loadu_pd(g + k + 4),
-                                                _mm_castsi128_pd(_mm_unpacklo_epi32(hi, hi))));
-            sfer_neumaier2(&s3, &c3, _mm_and_pd(_mm_loadu_pd(g + k + 6),
-                                                _mm_castsi128_pd(_mm_unpackhi_epi32(hi, hi))));
-        }
-        _mm_storeu_pd(s, s0); _mm_storeu_pd(s + 2, s1); _mm_storeu_pd(s + 4, s2); _mm_storeu_pd(s + 6, s3);
-        _mm_storeu_pd(c, c0); _mm_storeu_pd(c + 2, c1); _mm_storeu_pd(c + 4, c2); _mm_storeu_pd(c + 6, c3);
-        return k;
-    }
-    #else
-    static inline int64_t sfer_masked_sum_f32(const float *g, const uint8_t *mark, int64_t len,
-                                              double *s) { return 0; }
-    static inline int64_t sfer_masked_sum_f64(const double *g, const uint8_t *mark, int64_t len,
-                                              double *s, double *c) { return 0; }
-    #endif
-    /* Non-temporal stores of one 4- or 8-byte item: a large output written once is not read
-       back (no read-for-ownership) and does not evict the inputs from cache.  A fence makes
-       them visible before the parallel region ends. */
-    static inline void sfer_stream4(void *dst, const void *src) {
-    #if defined(__SSE2__)
-        int v; memcpy(&v, src, 4); _mm_stream_si32((int *)dst, v);
-    #else
-        memcpy(dst, src, 4);
-    #endif
-    }
-    static inline void sfer_stream8(void *dst, const void *src) {
-    #if defined(__SSE2__) && defined(__x86_64__)
-        long long v; memcpy(&v, src, 8); _mm_stream_si64((long long *)dst, v);
-    #else
-        memcpy(dst, src, 8);
-    #endif
-    }
-    /* A hint only: prefetching past the end of an array is harmless. */
-    static inline void sfer_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
-    static inline void sfer_prefetch_w(void *p) { __builtin_prefetch(p, 1, 3); }
-    /* Into L2 but not L1: an L1 prefetch holds one of the core's few L1 miss buffers until
-       the line arrives, which caps the misses in flight; an L2 prefetch does not. */
-    static inline void sfer_prefetch_l2(const void *p) { __builtin_prefetch(p, 0, 2); }
-    static inline void sfer_stream_fence(void) {
-    #if defined(__SSE2__)
-        _mm_sfence();
-    #endif
-    }
-    /* The number of calls in their kernels right now (all threads). */
-    static int sfer_calls = 0;
-    static inline int sfer_calls_enter(void) { return __atomic_add_fetch(&sfer_calls, 1, __ATOMIC_RELAXED); }
-    static inline void sfer_calls_leave(void) { __atomic_sub_fetch(&sfer_calls, 1, __ATOMIC_RELAXED); }
-    static inline void sfer_calls_reset(void) { __atomic_store_n(&sfer_calls, 0, __ATOMIC_RELAXED); }
-    static inline int sfer_flag_get(int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-    static inline void sfer_flag_set(int *p) { __atomic_store_n(p, 1, __ATOMIC_RELAXED); }
-    /* The thread count and the path of the latest kernel call (test hooks: _last_threads,
-       _last_path). */
-    static int sfer_last_threads = 0;
-    static int sfer_last_path = -1;
-    static inline void sfer_set_last_path(int p) { __atomic_store_n(&sfer_last_path, p, __ATOMIC_RELAXED); }
-    """
-    ctypedef struct sfer_f16:
-        uint16_t bits
-    ctypedef struct sfer_bf16:
-        uint16_t bits
-    ctypedef struct sfer_c64:
-        float re
-        float im
-    ctypedef struct sfer_c128:
-        double re
-        double im
-    float sfer_f16_to_float(sfer_f16 h) noexcept nogil
-    float sfer_bf16_to_float(sfer_bf16 h) noexcept nogil
-    uint16_t sfer_double_to_bf16_bits(double d) noexcept nogil
-    void sfer_bit_set(uint64_t *bits, uint64_t i) noexcept nogil
-    void sfer_byte_mark(uint8_t *marks, uint64_t i) noexcept nogil
-    void sfer_bits_to_bytes(uint64_t m, uint8_t *out) noexcept nogil
-    uint64_t sfer_keep_mask(uint8_t skip) noexcept nogil
-    double sfer_keep(double v, uint8_t skip) noexcept nogil
-    int64_t sfer_masked_sum_f32(const float *g, const uint8_t *mark, int64_t len,
-                                double *s) noexcept nogil
-    int64_t sfer_masked_sum_f64(const double *g, const uint8_t *mark, int64_t len,
-                                double *s, double *c) noexcept nogil
-    void sfer_stream4(void *dst, const void *src) noexcept nogil
-    void sfer_stream8(void *dst, const void *src) noexcept nogil
-    void sfer_stream_fence() noexcept nogil
-    void sfer_prefetch(const void *p) noexcept nogil
-    void sfer_prefetch_w(void *p) noexcept nogil
-    void sfer_prefetch_l2(const void *p) noexcept nogil
-    int sfer_calls_enter() noexcept nogil
-    void sfer_calls_leave() noexcept nogil
-    void sfer_calls_reset() noexcept nogil
-    int sfer_flag_get(int *p) noexcept nogil
-    void sfer_flag_set(int *p) noexcept nogil
-    int sfer_last_threads
-    int sfer_last_path
-    void sfer_set_last_path(int p) noexcept nogil
-
+cdef int _last_path_code = -1   # the path the latest call took (a test hook: _last_path)
 
 # Value kinds (by what the sum needs; signed and unsigned integers of one width share a kind)
-# and index kinds.  sfer/_grad.py maps NumPy dtypes onto these codes.
-cpdef enum:
+# and index kinds: private to this module, which maps dtypes onto them (value_kind_of,
+# index_kind_of) and dispatches on them (run_value, run_index).
+cdef enum:
     V_U8 = 0
     V_U16 = 1
     V_U32 = 2
@@ -279,7 +63,7 @@ cpdef enum:
     V_C64 = 8
     V_C128 = 9
 
-cpdef enum:
+cdef enum:
     I_I8 = 0
     I_I16 = 1
     I_I32 = 2
@@ -291,15 +75,17 @@ cpdef enum:
 
 cdef enum:
     BLOCK = 4096            # positions per summation block (a multiple of 8)
-    SERIAL_BELOW = 65536    # N + N_full below this: one thread (a parallel region costs more)
+    MAX_THREADS = 65536     # num_threads above this is taken as this
+    LANES = 8               # lanes of a block sum (complex: LANES // 2 per part)
+    MAP_AHEAD = 512         # block walk: prefetch the map this many entries ahead
+    SCREEN = 256            # entries looks_block_ordered checks at the start, and spread out
     MAX_WINDOW = 16         # blocks per window of a single-threaded block walk
     MAX_BITMAPS = 8         # up to this many threads, each has a bitmap of its own on the
                             # marking path; more share one byte array (<= 1 byte/position)
     # Prefetch distances (entries) on the marking path.  A small grad_values array sits in
     # cache: prefetch into L1, a little ahead.  From FAR_BYTES up its lines come from DRAM, and
     # the number of misses in flight is what counts: prefetch into L2 (see sfer_prefetch_l2),
-    # far ahead.  Measured on a 2-core AMD EPYC (1 MiB L2 per core, 32 MiB L3): the far mode
-    # halves single-threaded time at 10^7 float32 and is slower below ~6 MiB.
+    # far ahead.  How FAR_BYTES was chosen: benchmarks/README.md, "Tuning constants".
     NEAR_AHEAD = 24
     FAR_AHEAD = 128
     FAR_BYTES = 6 << 20
@@ -310,31 +96,9 @@ cdef enum:
     PATH_BITMAPS = 1        # marking path, a bitmap per thread (<= MAX_BITMAPS threads)
     PATH_BYTES = 2          # marking path, one shared byte array (more threads)
 
-ctypedef fused val_t:
-    uint8_t
-    uint16_t
-    uint32_t
-    uint64_t
-    sfer_f16
-    sfer_bf16
-    float
-    double
-    sfer_c64
-    sfer_c128
-
 ctypedef fused mark_t:      # the marking path's marks: a bitmap per thread, or shared bytes
     uint64_t
     uint8_t
-
-ctypedef fused idx_t:
-    int8_t
-    int16_t
-    int32_t
-    int64_t
-    uint8_t
-    uint16_t
-    uint32_t
-    uint64_t
 
 cdef struct lanes_t:        # accumulators of one block
     double s[8]
@@ -352,24 +116,6 @@ cdef struct part_t:         # the sum of one block, or of all of them
 # ---------------------------------------------------------------------------------------------
 # Scalar helpers
 
-cdef inline uint64_t key(idx_t r) noexcept nogil:
-    if idx_t is int8_t or idx_t is int16_t or idx_t is int32_t or idx_t is int64_t:
-        return <uint64_t>(<int64_t>r)
-    else:
-        return <uint64_t>r
-
-
-cdef inline void put(val_t *dst, const val_t *src, bint stream) noexcept nogil:
-    # dst: out.  Copies one item, with a non-temporal store when stream is set (4- and 8-byte
-    # items; others are copied plainly).
-    if stream and sizeof(val_t) == 4:
-        sfer_stream4(dst, src)
-    elif stream and sizeof(val_t) == 8:
-        sfer_stream8(dst, src)
-    else:
-        dst[0] = src[0]
-
-
 cdef inline void neumaier(double *s, double *c, double x) noexcept nogil:
     # s, c: in/out.  Adds x to the compensated pair (s, c).
     cdef double t = s[0] + x
@@ -382,7 +128,7 @@ cdef inline void neumaier(double *s, double *c, double x) noexcept nogil:
 
 cdef inline void lanes_zero(lanes_t *L) noexcept nogil:
     cdef int i
-    for i in range(8):
+    for i in range(LANES):
         L.s[i] = 0.0
         L.c[i] = 0.0
         L.u[i] = 0
@@ -394,21 +140,21 @@ cdef inline void lane_add_unless(lanes_t *L, uint64_t k, val_t x, uint8_t skip) 
     # Adding +0 leaves every accumulator bit-identical (they are never -0).
     cdef int l
     if val_t is uint8_t or val_t is uint16_t or val_t is uint32_t or val_t is uint64_t:
-        L.u[k & 7] += <uint64_t>x & sfer_keep_mask(skip)
+        L.u[k & (LANES - 1)] += <uint64_t>x & sfer_keep_mask(skip)
     elif val_t is sfer_f16:
-        L.s[k & 7] += sfer_keep(<double>sfer_f16_to_float(x), skip)
+        L.s[k & (LANES - 1)] += sfer_keep(<double>sfer_f16_to_float(x), skip)
     elif val_t is sfer_bf16:
-        L.s[k & 7] += sfer_keep(<double>sfer_bf16_to_float(x), skip)
+        L.s[k & (LANES - 1)] += sfer_keep(<double>sfer_bf16_to_float(x), skip)
     elif val_t is float:
-        L.s[k & 7] += sfer_keep(<double>x, skip)
+        L.s[k & (LANES - 1)] += sfer_keep(<double>x, skip)
     elif val_t is double:
-        neumaier(&L.s[k & 7], &L.c[k & 7], sfer_keep(x, skip))
+        neumaier(&L.s[k & (LANES - 1)], &L.c[k & (LANES - 1)], sfer_keep(x, skip))
     elif val_t is sfer_c64:
-        l = <int>(k & 3) * 2
+        l = <int>(k & (LANES // 2 - 1)) * 2
         L.s[l] += sfer_keep(<double>x.re, skip)
         L.s[l + 1] += sfer_keep(<double>x.im, skip)
     elif val_t is sfer_c128:
-        l = <int>(k & 3) * 2
+        l = <int>(k & (LANES // 2 - 1)) * 2
         neumaier(&L.s[l], &L.c[l], sfer_keep(x.re, skip))
         neumaier(&L.s[l + 1], &L.c[l + 1], sfer_keep(x.im, skip))
 
@@ -421,7 +167,7 @@ cdef inline void lanes_close(const lanes_t *L, part_t *p, bint is_complex) noexc
     p.s1 = 0.0
     p.c1 = 0.0
     p.u = 0
-    for i in range(8):
+    for i in range(LANES):
         p.u += L.u[i]
         if is_complex and (i & 1):
             neumaier(&p.s1, &p.c1, L.s[i])
@@ -450,7 +196,7 @@ cdef void block_sum_masked(const val_t *g, const uint8_t *mark, int64_t k0, int6
     elif val_t is double:
         k += sfer_masked_sum_f64(g + k0, mark + k0, k1 - k0, L.s, L.c)
     while k + 8 <= k1:
-        for l in range(8):
+        for l in range(LANES):
             lane_add_unless(&L, <uint64_t>l, g[k + l], mark[k + l])
         k += 8
     while k < k1:
@@ -470,14 +216,14 @@ cdef int64_t gather_mark(const val_t *g, uint64_t n_full, const idx_t *rim, val_
     cdef bint far = n_full * sizeof(val_t) >= FAR_BYTES
     cdef int64_t dist = FAR_AHEAD if far else NEAR_AHEAD
     for j in range(j0, j1):
-        r = key(rim[j])
+        r = index_key(rim[j])
         if r >= n_full:
             sfer_stream_fence()
             return j
         if j + dist < j1:
             # Random access: ask for the lines `dist` entries on, so that many cache misses
             # are in flight at once (a hint: never out of bounds).
-            ahead = key(rim[j + dist])
+            ahead = index_key(rim[j + dist])
             if ahead < n_full:
                 if far:
                     sfer_prefetch_l2(&g[ahead])
@@ -487,7 +233,7 @@ cdef int64_t gather_mark(const val_t *g, uint64_t n_full, const idx_t *rim, val_
                     sfer_prefetch_w(&marks[ahead >> 6])
                 else:
                     sfer_prefetch_w(&marks[ahead])
-        put(&d[j], &g[r], stream)
+        store_item(&d[j], &g[r], stream)
         if mark_t is uint64_t:
             sfer_bit_set(marks, r)
         else:
@@ -497,12 +243,12 @@ cdef int64_t gather_mark(const val_t *g, uint64_t n_full, const idx_t *rim, val_
 
 
 cdef inline int64_t lower_bound(const idx_t *rim, int64_t n, uint64_t x) noexcept nogil:
-    # The first j with key(rim[j]) >= x, if the map is block-ordered and x is a block start
+    # The first j with index_key(rim[j]) >= x, if the map is block-ordered and x is a block start
     # (any j in [0, n] otherwise).
     cdef int64_t lo = 0, hi = n, mid
     while lo < hi:
         mid = lo + (hi - lo) // 2
-        if key(rim[mid]) < x:
+        if index_key(rim[mid]) < x:
             lo = mid + 1
         else:
             hi = mid
@@ -526,8 +272,8 @@ cdef int block_walk(const val_t *g, uint64_t n_full, const idx_t *rim, int64_t n
     cdef int64_t j = lower_bound(rim, n, <uint64_t>(b0 * BLOCK))
     cdef int64_t w, b
     cdef uint64_t u, wstart, wlen
-    if j > 0 and key(rim[j - 1]) >= <uint64_t>(b0 * BLOCK):
-        sfer_flag_set(abort)
+    if j > 0 and index_key(rim[j - 1]) >= <uint64_t>(b0 * BLOCK):
+        sfer_atomic_store(abort, 1)
         return 1
     j_range[0] = j
     w = b0
@@ -536,18 +282,18 @@ cdef int block_walk(const val_t *g, uint64_t n_full, const idx_t *rim, int64_t n
         wlen = <uint64_t>min(window * BLOCK, k1 - w * BLOCK)
         memset(mark, 0, wlen)
         while j < n:    # the hot loop: one subtraction and one compare per entry
-            u = key(rim[j]) - wstart
+            u = index_key(rim[j]) - wstart
             if u >= wlen:
-                if key(rim[j]) < wstart:   # an entry of an earlier window: not ordered
-                    sfer_flag_set(abort)
+                if index_key(rim[j]) < wstart:   # an entry of an earlier window: not ordered
+                    sfer_atomic_store(abort, 1)
                     sfer_stream_fence()
                     return 1
                 break
-            put(&d[j], &g[wstart + u], stream)
+            store_item(&d[j], &g[wstart + u], stream)
             mark[u] = 1
-            sfer_prefetch(&rim[j + 512])
+            sfer_prefetch(&rim[min(j + MAP_AHEAD, n - 1)])   # never past the map's end
             j += 1
-        if sfer_flag_get(abort):
+        if sfer_atomic_load(abort):
             sfer_stream_fence()
             return 1
         for b in range(w, min(w + window, b1)):
@@ -562,7 +308,7 @@ cdef int block_walk(const val_t *g, uint64_t n_full, const idx_t *rim, int64_t n
 # ---------------------------------------------------------------------------------------------
 # Drivers
 
-cdef void combine(const part_t *parts, int64_t nb, part_t *total) noexcept nogil:
+cdef void combine_block_sums(const part_t *parts, int64_t nb, part_t *total) noexcept nogil:
     # total: out.  The blocks' sums in increasing block order.
     cdef int64_t b
     total.s0 = 0.0
@@ -580,16 +326,17 @@ cdef void combine(const part_t *parts, int64_t nb, part_t *total) noexcept nogil
 
 cdef bint looks_block_ordered(const idx_t *rim, int64_t n) noexcept nogil:
     # A cheap screen before the block walk, which on a shuffled map would gather and mark a
-    # whole block before meeting the first out-of-order entry: the first 256 entries and 256
+    # whole block before meeting the first out-of-order entry: the first SCREEN entries and SCREEN
     # entries spread over the map must be block-ordered.  Proves nothing; the walk checks
     # every entry.
-    cdef int64_t i, m = min(n, 256)
+    cdef int64_t i, m = min(n, SCREEN)
     for i in range(1, m):
-        if key(rim[i]) // BLOCK < key(rim[i - 1]) // BLOCK:
+        if index_key(rim[i]) // BLOCK < index_key(rim[i - 1]) // BLOCK:
             return False
-    if n > 512:
-        for i in range(1, 256):
-            if key(rim[i * (n // 256)]) // BLOCK < key(rim[(i - 1) * (n // 256)]) // BLOCK:
+    if n > 2 * SCREEN:
+        for i in range(1, SCREEN):
+            if (index_key(rim[i * (n // SCREEN)]) // BLOCK
+                    < index_key(rim[(i - 1) * (n // SCREEN)]) // BLOCK):
                 return False
     return True
 
@@ -656,7 +403,7 @@ cdef void block_sum_bits(const val_t *g, const uint64_t *bits, int64_t words, in
     block_sum_masked(g + k0, mark, 0, k1 - k0, out)
 
 
-cdef int64_t marking(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n, val_t *d,
+cdef int64_t marking_path(const val_t *g, int64_t n_full, const idx_t *rim, int64_t n, val_t *d,
                      int nthreads, int64_t nb, part_t *parts, bint stream) noexcept nogil:
     # d, parts: out.  The general path: gather and mark referenced positions, then sum the
     # unmarked ones block by block.  Up to MAX_BITMAPS threads, each thread sets bits in a
@@ -722,7 +469,7 @@ cdef int64_t run_grad(const val_t *g, int64_t n_full, const idx_t *rim, int64_t 
     cdef part_t few_parts[4]
     cdef part_t *parts = few_parts
     cdef int64_t res = -1
-    combine(NULL, 0, total)
+    combine_block_sums(NULL, 0, total)
     if n_full == 0:
         return 0 if n > 0 else -1
     if nb > 4:
@@ -735,12 +482,12 @@ cdef int64_t run_grad(const val_t *g, int64_t n_full, const idx_t *rim, int64_t 
     # for it to still be in cache, and it would evict the inputs.
     cdef bint stream = n * <int64_t>sizeof(val_t) >= STREAM_BYTES
     if try_block_ordered(g, n_full, rim, n, d, nthreads, nb, parts, stream):
-        sfer_set_last_path(PATH_BLOCK_WALK)
+        sfer_atomic_store(&_last_path_code, PATH_BLOCK_WALK)
     else:
-        sfer_set_last_path(PATH_BYTES if nthreads > MAX_BITMAPS else PATH_BITMAPS)
-        res = marking(g, n_full, rim, n, d, nthreads, nb, parts, stream)
+        sfer_atomic_store(&_last_path_code, PATH_BYTES if nthreads > MAX_BITMAPS else PATH_BITMAPS)
+        res = marking_path(g, n_full, rim, n, d, nthreads, nb, parts, stream)
     if res == -1:
-        combine(parts, nb, total)
+        combine_block_sums(parts, nb, total)
     if parts != few_parts:
         free(parts)
     return res
@@ -800,49 +547,10 @@ cdef int64_t run_value(const void *g, int vkind, int64_t n_full, const void *rim
 # ---------------------------------------------------------------------------------------------
 # Python entry points
 
-cdef extern from *:
-    """
-    /* float64 -> float16 bits, rounded once (to nearest-even), where the compiler has _Float16;
-       else round to odd into float32 (truncate + sticky bit), then to nearest-even into half. */
-    static inline uint16_t sfer_double_to_f16_bits(double d) {
-    #if defined(__FLT16_MAX__)
-        _Float16 h = (_Float16)d;
-        uint16_t b;
-        memcpy(&b, &h, 2);
-        return b;
-    #else
-        union { uint32_t u; float f; } v;
-        uint32_t a, sign, m, e, shift, half, rem;
-        v.f = (float)d;
-        if (d == d && isfinite(d) && (double)v.f != d) {
-            if (fabs((double)v.f) > fabs(d)) v.u -= 1u;
-            v.u |= 1u;
-        }
-        sign = (v.u >> 16) & 0x8000u;
-        a = v.u & 0x7fffffffu;
-        if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
-        if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);    /* >= 65520: inf */
-        if (a >= 0x38800000u) {                                      /* normal half */
-            a += 0x0fffu + ((a >> 13) & 1u);
-            return (uint16_t)(sign | ((a - 0x38000000u) >> 13));
-        }
-        if (a < 0x33000000u) return (uint16_t)sign;                 /* < 2**-25: zero */
-        e = a >> 23;
-        m = (a & 0x7fffffu) | 0x800000u;
-        shift = 126u - e;                                            /* 14..24 */
-        half = 1u << (shift - 1);
-        rem = m & ((1u << shift) - 1u);
-        m >>= shift;
-        if (rem > half || (rem == half && (m & 1u))) m += 1u;
-        return (uint16_t)(sign | m);
-    #endif
-    }
-    """
-    uint16_t sfer_double_to_f16_bits(double d) noexcept nogil
-
 cdef extern from "numpy/arrayobject.h":
     object PyArray_Scalar(void *data, cnp.dtype descr, object base)
     enum: NPY_HALF
+    enum: NPY_USERDEF
 
 cdef union scalar_t:        # the result, in the bits of its output dtype
     uint8_t u8
@@ -853,7 +561,7 @@ cdef union scalar_t:        # the result, in the bits of its output dtype
     double f64[2]
 
 
-cdef inline double finish(double s, double c) noexcept nogil:
+cdef inline double compensated_value(double s, double c) noexcept nogil:
     # A compensated pair's value.  A non-finite sum stands as it is (its compensation may be
     # NaN); a NaN is the canonical quiet NaN, so its bits never depend on the order of the adds.
     if s != s:
@@ -875,51 +583,39 @@ cdef object to_scalar(const part_t *total, int vkind, cnp.dtype dtype):
     elif vkind == V_U64:
         v.u64 = total.u
     elif vkind == V_F16:
-        v.u16 = sfer_double_to_f16_bits(finish(total.s0, total.c0))
+        v.u16 = sfer_double_to_f16_bits(compensated_value(total.s0, total.c0))
     elif vkind == V_BF16:
-        v.u16 = sfer_double_to_bf16_bits(finish(total.s0, total.c0))
+        v.u16 = sfer_double_to_bf16_bits(compensated_value(total.s0, total.c0))
     elif vkind == V_F32:
-        v.f32[0] = <float>finish(total.s0, total.c0)
+        v.f32[0] = <float>compensated_value(total.s0, total.c0)
     elif vkind == V_F64:
-        v.f64[0] = finish(total.s0, total.c0)
+        v.f64[0] = compensated_value(total.s0, total.c0)
     elif vkind == V_C64:
-        v.f32[0] = <float>finish(total.s0, total.c0)
-        v.f32[1] = <float>finish(total.s1, total.c1)
+        v.f32[0] = <float>compensated_value(total.s0, total.c0)
+        v.f32[1] = <float>compensated_value(total.s1, total.c1)
     else:
-        v.f64[0] = finish(total.s0, total.c0)
-        v.f64[1] = finish(total.s1, total.c1)
+        v.f64[0] = compensated_value(total.s0, total.c0)
+        v.f64[1] = compensated_value(total.s1, total.c1)
     return PyArray_Scalar(&v, dtype, None)
 
 
 cdef int64_t run_checked(cnp.ndarray rim, cnp.ndarray g, cnp.ndarray d, int vkind, int ikind,
                          int num_threads, part_t *total) except -2:
-    # Runs the kernel with the GIL released.  rim, g: in; d, total: out.  Returns -1, or
-    # raises IndexError for the first out-of-range entry (zeroing d, which may be the caller's
-    # out=, so that no half-written result is left behind) or MemoryError.
-    global sfer_last_threads
+    # Runs the kernel with the GIL released, on the thread count the runtime plans
+    # (sfer/_runtime.pyx).  rim, g: in; d, total: out.  Returns -1, or raises IndexError for
+    # the first out-of-range entry (zeroing d, which may be the caller's out=, so that no
+    # half-written result is left behind) or MemoryError.
     cdef const void *gp = cnp.PyArray_DATA(g)
     cdef const void *rp = cnp.PyArray_DATA(rim)
     cdef void *dp = cnp.PyArray_DATA(d)
     cdef int64_t n = cnp.PyArray_DIM(rim, 0)
     cdef int64_t n_full = cnp.PyArray_DIM(g, 0)
     cdef int64_t bad
-    cdef int active
-    cdef int nthreads = num_threads
-    if n + n_full < SERIAL_BELOW or _forked_child:
-        nthreads = 1
-    elif nthreads <= 0:
-        # The default (sfer.get_num_threads): OMP_NUM_THREADS or a threadpoolctl limit when
-        # set, else the CPUs this process may use (affinity mask, container CPU quota).
-        nthreads = _default_num_threads()
+    cdef int nthreads = plan_threads(num_threads, n + n_full)
     with nogil:
-        # Thread policy: the thread count is shared out among the calls running at the same
-        # moment, so that many Python threads calling sfer at once do not oversubscribe the
-        # cores.
-        active = sfer_calls_enter()
-        nthreads = max(1, nthreads // active)
-        sfer_last_threads = nthreads
+        nthreads = enter_call(nthreads)
         bad = run_value(gp, vkind, n_full, rp, ikind, n, dp, nthreads, total)
-        sfer_calls_leave()
+        leave_call()
     if bad == ERR_NOMEM:
         raise MemoryError("sfer: could not allocate the kernel's work space")
     if bad >= 0:
@@ -929,20 +625,12 @@ cdef int64_t run_checked(cnp.ndarray rim, cnp.ndarray g, cnp.ndarray d, int vkin
     return -1
 
 
-def grad(cnp.ndarray rim, cnp.ndarray g, cnp.ndarray d, int vkind, int ikind, int num_threads):
-    """Run the kernel on validated inputs; returns ``d_default_value``.
-
-    ``rim`` and ``g``: 1-D, C-contiguous, aligned, native byte order, of kinds ``ikind`` and
-    ``vkind``; ``d``: a writeable C-contiguous output of ``len(rim)`` items of ``g``'s dtype
-    that overlaps neither.  ``num_threads`` <= 0 means OpenMP's default.  Raises IndexError for
-    the first out-of-range entry.
-    """
-    cdef part_t total
-    run_checked(rim, g, d, vkind, ikind, num_threads, &total)
-    return to_scalar(&total, vkind, g.dtype)
-
+# ---------------------------------------------------------------------------------------------
+# The rules: each accept/reject decision is made here, once, for the C fast path and for the
+# Python slow path (sfer/_validate.py, which only converts what the user passed).
 
 cdef int value_kind_of(int t, int size) noexcept:
+    # The value kind of a built-in dtype (type number, item size; native byte order), or -1.
     if t == cnp.NPY_FLOAT:
         return V_F32
     if t == cnp.NPY_DOUBLE:
@@ -966,6 +654,7 @@ cdef int value_kind_of(int t, int size) noexcept:
 
 
 cdef int index_kind_of(int t, int size) noexcept:
+    # The index kind of a built-in integer dtype (native byte order), or -1.
     if not cnp.PyTypeNum_ISINTEGER(t) or size not in (1, 2, 4, 8):
         return -1
     if cnp.PyTypeNum_ISSIGNED(t):
@@ -973,14 +662,45 @@ cdef int index_kind_of(int t, int size) noexcept:
     return I_U8 if size == 1 else I_U16 if size == 2 else I_U32 if size == 4 else I_U64
 
 
-def value_kind(cnp.dtype dtype):
-    """The kernel's value kind for a NumPy dtype (native byte order assumed), or -1."""
+cdef int value_kind_of_dtype(cnp.dtype dtype) except? -1:
+    # Any byte order: the value kind, or -1 (bfloat16 as well as the built-in dtypes).
+    if _dtypes.BFLOAT16 is not None and dtype.newbyteorder("=") == _dtypes.BFLOAT16:
+        return V_BF16
+    if dtype.kind not in "iufc":  # bool, datetime, str, object, void, user types
+        return -1
     return value_kind_of(dtype.type_num, dtype.itemsize)
 
 
-def index_kind(cnp.dtype dtype):
-    """The kernel's index kind for an integer NumPy dtype (native byte order assumed), or -1."""
-    return index_kind_of(dtype.type_num, dtype.itemsize)
+def check_dtypes(cnp.dtype map_dtype, cnp.dtype grad_dtype):
+    """Raise TypeError unless the grad op takes a map of ``map_dtype`` and grad_values of
+    ``grad_dtype`` (any byte order)."""
+    if value_kind_of_dtype(grad_dtype) < 0:
+        raise TypeError(
+            f"grad_values has dtype {grad_dtype.name} ({grad_dtype.str}), which sfer does not "
+            f"support; supported: {_dtypes.grad_values_text()}")
+    if map_dtype.kind not in "iu" or index_kind_of(map_dtype.type_num, map_dtype.itemsize) < 0:
+        raise TypeError(
+            f"reverse_index_map must have an integer dtype, got {map_dtype.name}")
+
+
+cpdef int thread_request(object num_threads) except -1:
+    """``num_threads`` as the runtime takes it (0: the default), or TypeError/ValueError."""
+    cdef object n
+    if num_threads is None:
+        return 0
+    if type(num_threads) is int and num_threads >= 1:
+        return min(<object>num_threads, MAX_THREADS)
+    if isinstance(num_threads, (bool, np.bool_)):
+        raise TypeError(f"num_threads must be None or an int, got {num_threads!r}")
+    try:
+        n = operator.index(num_threads)
+    except TypeError:
+        raise TypeError(
+            f"num_threads must be None or an int, got {type(num_threads).__name__} "
+            f"{num_threads!r}") from None
+    if n < 1:
+        raise ValueError(f"num_threads must be >= 1 (or None for OpenMP's default), got {n}")
+    return min(n, MAX_THREADS)
 
 
 cdef inline bint behaved_vector(cnp.ndarray a) noexcept:
@@ -989,19 +709,88 @@ cdef inline bint behaved_vector(cnp.ndarray a) noexcept:
             and cnp.PyArray_ISNOTSWAPPED(a))
 
 
-cdef inline bint disjoint(cnp.ndarray a, cnp.ndarray b) noexcept:
-    # The memory of two contiguous arrays does not overlap.
-    cdef char *pa = <char *>cnp.PyArray_DATA(a)
-    cdef char *pb = <char *>cnp.PyArray_DATA(b)
-    return pa + cnp.PyArray_NBYTES(a) <= pb or pb + cnp.PyArray_NBYTES(b) <= pa
+cdef inline bint may_overlap(cnp.ndarray a, cnp.ndarray b):
+    # The memory of a and b may overlap (their byte bounds do, as np.may_share_memory says).
+    cdef char *pa
+    cdef char *pb
+    if cnp.PyArray_ISCONTIGUOUS(a) and cnp.PyArray_ISCONTIGUOUS(b):
+        pa = <char *>cnp.PyArray_DATA(a)
+        pb = <char *>cnp.PyArray_DATA(b)
+        return not (pa + cnp.PyArray_NBYTES(a) <= pb or pb + cnp.PyArray_NBYTES(b) <= pa
+                    or cnp.PyArray_NBYTES(a) == 0 or cnp.PyArray_NBYTES(b) == 0)
+    return bool(np.may_share_memory(a, b))
+
+
+cdef inline bint out_fits(object out, cnp.npy_intp n, cnp.PyArray_Descr *descr, object map_given,
+                          object grad_given):
+    # The rules of out= (see output_for) in C: True when out can receive d_values.
+    cdef cnp.ndarray d
+    if not isinstance(out, np.ndarray):
+        return False
+    d = <cnp.ndarray>out
+    return (cnp.PyArray_NDIM(d) == 1 and cnp.PyArray_DIM(d, 0) == n
+            and (cnp.PyArray_DESCR(d) == descr
+                 or cnp.PyArray_EquivTypes(<cnp.dtype>cnp.PyArray_DESCR(d), <cnp.dtype>descr))
+            and cnp.PyArray_ISWRITEABLE(d) and cnp.PyArray_ISCONTIGUOUS(d)
+            and cnp.PyArray_ISALIGNED(d)
+            and not (type(map_given) is cnp.ndarray and may_overlap(d, <cnp.ndarray>map_given))
+            and not (type(grad_given) is cnp.ndarray
+                     and may_overlap(d, <cnp.ndarray>grad_given)))
+
+
+cpdef cnp.ndarray output_for(object out, cnp.npy_intp n, cnp.dtype dtype, object map_given,
+                             object grad_given):
+    """Where ``d_values`` goes: a new array of ``n`` items of ``dtype`` (native) when ``out`` is
+    None, else ``out`` if it can receive them (TypeError/ValueError saying why not).
+    ``map_given``/``grad_given``: the inputs as the user passed them, which out must not
+    overlap."""
+    cdef cnp.ndarray d
+    if out is None:
+        if cnp.PyArray_ISNBO(dtype.byteorder) and dtype.type_num < NPY_USERDEF:
+            return cnp.PyArray_EMPTY(1, &n, dtype.type_num, 0)
+        return np.empty(n, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    d = <cnp.ndarray>out
+    if out_fits(out, n, <cnp.PyArray_Descr *>dtype, map_given, grad_given):
+        return d    # the common case, decided in C; below, the same rules one by one
+    if cnp.PyArray_NDIM(d) != 1 or cnp.PyArray_DIM(d, 0) != n:
+        raise ValueError(f"out must have shape ({n},), got {out.shape}")
+    if d.dtype != dtype:
+        raise TypeError(f"out must have dtype {dtype.name} (native byte order), got "
+                        f"{d.dtype.name} ({d.dtype.str})")
+    if not cnp.PyArray_ISWRITEABLE(d):
+        raise ValueError("out must be writeable")
+    if not (cnp.PyArray_ISCONTIGUOUS(d) and cnp.PyArray_ISALIGNED(d)):
+        raise ValueError("out must be C-contiguous and aligned")
+    for arr, name in ((map_given, "reverse_index_map"), (grad_given, "grad_values")):
+        if isinstance(arr, np.ndarray) and may_overlap(d, <cnp.ndarray>arr):
+            raise ValueError(f"out must not overlap {name}")
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+def grad_kernel(cnp.ndarray rim, cnp.ndarray g, cnp.ndarray d, int num_threads):
+    """Run the kernel on normalised inputs (sfer/_validate.py): ``rim`` and ``g`` behaved 1-D
+    vectors of supported dtypes, ``d`` from :func:`output_for`, ``num_threads`` from
+    :func:`thread_request`.  Returns ``GradResult``; IndexError for the first bad entry."""
+    cdef part_t total
+    cdef int vkind = value_kind_of_dtype(g.dtype)
+    cdef int ikind = index_kind_of(cnp.PyArray_TYPE(rim), cnp.PyArray_ITEMSIZE(rim))
+    if vkind < 0 or ikind < 0 or not (behaved_vector(rim) and behaved_vector(g)):
+        raise AssertionError("sfer: grad_kernel got inputs it cannot read as they are")
+    run_checked(rim, g, d, vkind, ikind, num_threads, &total)
+    return GradResult(d, to_scalar(&total, vkind, g.dtype))
 
 
 cdef object fast_grad(object reverse_index_map, object grad_values, object num_threads,
                       object out):
-    # The whole call for the common case, in C; None when it does not apply: exact ndarrays
-    # that the kernel can read as they are (1-D, C-contiguous, aligned, native order, a
-    # built-in dtype), num_threads None or an int >= 1, out None or a valid output.  Anything
-    # else returns None and sfer._grad.slow_path validates it (and raises the precise error).
+    # The whole call for the common case, in C; None when the inputs need converting first:
+    # exact ndarrays that the kernel can read as they are (1-D, C-contiguous, aligned, native
+    # order, a built-in dtype).  Anything else returns None, and sfer._validate.slow_path
+    # converts it (or explains why it cannot).
     cdef cnp.ndarray rim, g, d
     cdef int vkind, ikind, nthreads
     cdef cnp.npy_intp n
@@ -1016,23 +805,14 @@ cdef object fast_grad(object reverse_index_map, object grad_values, object num_t
     ikind = index_kind_of(cnp.PyArray_TYPE(rim), cnp.PyArray_ITEMSIZE(rim))
     if vkind < 0 or ikind < 0:
         return None
-    if num_threads is None:
-        nthreads = 0
-    elif type(num_threads) is int and num_threads >= 1:
-        nthreads = min(num_threads, 65536)
-    else:
-        return None
+    nthreads = thread_request(num_threads)
     n = cnp.PyArray_DIM(rim, 0)
     if out is None:
         d = cnp.PyArray_EMPTY(1, &n, cnp.PyArray_TYPE(g), 0)
-    else:
-        if type(out) is not cnp.ndarray:
-            return None
+    elif out_fits(out, n, cnp.PyArray_DESCR(g), rim, g):
         d = <cnp.ndarray>out
-        if not (behaved_vector(d) and cnp.PyArray_ISWRITEABLE(d) and cnp.PyArray_DIM(d, 0) == n
-                and cnp.PyArray_TYPE(d) == cnp.PyArray_TYPE(g)
-                and disjoint(d, rim) and disjoint(d, g)):
-            return None
+    else:
+        d = output_for(out, n, g.dtype, rim, g)     # raises, saying which rule out breaks
     run_checked(rim, g, d, vkind, ikind, nthreads, &total)
     return _tuple_new(GradResult, (d, to_scalar(&total, vkind, g.dtype)))
 
@@ -1092,20 +872,10 @@ def sparse_fill_empty_rows_grad(reverse_index_map, grad_values, *, num_threads=N
     result = fast_grad(reverse_index_map, grad_values, num_threads, out)
     if result is not None:
         return result
-    if _slow_path is None:  # imported late: sfer._grad imports this module
-        from sfer._grad import slow_path
+    if _slow_path is None:  # imported late: sfer._validate imports this module
+        from sfer._validate import slow_path
         _slow_path = slow_path
     return _slow_path(reverse_index_map, grad_values, num_threads, out)
-
-
-def openmp_enabled():
-    """True when this build of sfer runs its kernels with OpenMP threads."""
-    return bool(SFER_HAVE_OPENMP)
-
-
-def max_threads():
-    """OpenMP's ``omp_get_max_threads()`` (1 in a serial build)."""
-    return omp_get_max_threads()
 
 
 _PATH_NAMES = {PATH_BLOCK_WALK: "block_walk", PATH_BITMAPS: "bitmaps", PATH_BYTES: "bytes"}
@@ -1115,17 +885,12 @@ def _last_path():
     """The path the latest kernel call that reached one took: ``"block_walk"``, ``"bitmaps"``
     (marking, a bitmap per thread) or ``"bytes"`` (marking, a shared byte array, past
     ``MAX_BITMAPS`` threads); None before any (a test hook, racy across Python threads)."""
-    return _PATH_NAMES.get(sfer_last_path)
+    return _PATH_NAMES.get(sfer_atomic_load(&_last_path_code))
 
 
 def _constants():
     """The kernel's tuning constants, for tests that aim at a threshold."""
     return {"BLOCK": BLOCK, "SERIAL_BELOW": SERIAL_BELOW, "MAX_WINDOW": MAX_WINDOW,
             "MAX_BITMAPS": MAX_BITMAPS, "NEAR_AHEAD": NEAR_AHEAD, "FAR_AHEAD": FAR_AHEAD,
-            "FAR_BYTES": FAR_BYTES, "STREAM_BYTES": STREAM_BYTES}
-
-
-def _last_threads():
-    """The thread count the latest kernel call ran with, after the small-input, fork and
-    sharing rules (a test hook; racy when several Python threads call sfer at once)."""
-    return sfer_last_threads
+            "FAR_BYTES": FAR_BYTES, "STREAM_BYTES": STREAM_BYTES, "LANES": LANES,
+            "MAP_AHEAD": MAP_AHEAD, "SCREEN": SCREEN, "MAX_THREADS": MAX_THREADS}

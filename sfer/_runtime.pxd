@@ -1,0 +1,13 @@
+# The process-wide runtime that every op shares (its sole owner: sfer/_runtime.pyx): the thread
+# policy, the count of calls in flight, the fork state.  Ops cimport these; being one module,
+# the state is one, whichever op runs.
+
+from libc.stdint cimport int64_t
+
+cdef enum:
+    SERIAL_BELOW = 65536    # a call on less work than this (items read + written) runs on one
+                            # thread: a parallel region would cost more than it saves
+
+cdef int plan_threads(int num_threads, int64_t work) except -1
+cdef int enter_call(int nthreads) noexcept nogil
+cdef void leave_call() noexcept nogil
