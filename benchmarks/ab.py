@@ -36,14 +36,28 @@ TIMING_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, 
 
 
 def load_builds(build_a: str, build_b: str, root: str) -> dict:
-    """Import the extension of each build as ``sferA._core`` / ``sferB._core``.
+    """Import the grad op's extension of each build as ``sferA.<module>`` / ``sferB.<module>``.
 
-    The extension imports ``sfer._result`` and friends, so build A's ``sfer`` package is put
-    on ``sys.path`` first and imported; then each build's ``_core`` shared object is copied
-    into a package of its own and imported from there.  The timing loop comes from that
-    package too (``sfer._timing``); a build older than it gets this checkout's copy.
+    The op's module is ``_grad`` (``_core`` in builds from before the package was split).  It
+    imports ``sfer._result``, ``sfer._runtime`` and friends, so the ``sfer`` package of the
+    newer layout (the build that has ``_runtime``; else build A) is put on ``sys.path`` first
+    and imported, and both builds share its runtime; then each build's op module is copied into
+    a package of its own and imported from there.  The timing loop comes from that package too
+    (``sfer._timing``); a build older than it gets this checkout's copy.
     """
-    shutil.copytree(os.path.join(build_a, "sfer"), os.path.join(root, "sfer"))
+    def built(build: str, stem: str) -> list:
+        return [f for f in os.listdir(os.path.join(build, "sfer"))
+                if f.startswith(stem + ".") and f.endswith((".so", ".pyd"))]
+
+    def entry(build: str) -> str:
+        for stem in ("_grad", "_core"):
+            found = built(build, stem)
+            if len(found) == 1:
+                return found[0]
+        sys.exit(f"{build}/sfer: expected one built _grad (or _core) extension, found none")
+
+    host = build_b if built(build_b, "_runtime") and not built(build_a, "_runtime") else build_a
+    shutil.copytree(os.path.join(host, "sfer"), os.path.join(root, "sfer"))
     if not os.path.exists(os.path.join(root, "sfer", "_timing.py")):
         shutil.copy(TIMING_PY, os.path.join(root, "sfer", "_timing.py"))
     sys.path.insert(0, root)
@@ -53,12 +67,9 @@ def load_builds(build_a: str, build_b: str, root: str) -> dict:
         package = os.path.join(root, "sfer" + name)
         os.makedirs(package)
         open(os.path.join(package, "__init__.py"), "w").close()
-        found = [f for f in os.listdir(os.path.join(build, "sfer"))
-                 if f.startswith("_core.") and f.endswith((".so", ".pyd"))]
-        if len(found) != 1:
-            sys.exit(f"{build}/sfer: expected one built _core extension, found {found}")
-        shutil.copy(os.path.join(build, "sfer", found[0]), package)
-        modules[name] = importlib.import_module(f"sfer{name}._core")
+        so = entry(build)
+        shutil.copy(os.path.join(build, "sfer", so), package)
+        modules[name] = importlib.import_module(f"sfer{name}.{so.split('.')[0]}")
     return modules
 
 

@@ -718,7 +718,8 @@ def bench_scaling_case(exponent: int, map_kind: str, dtype_name: str, threads: S
     label = f"N_full={n_full} {map_kind} {dtype_name}"
     out = np.empty(n, dtype=dtype) if use_out else None
     kwargs = {"out": out} if use_out else {}
-    last_threads = getattr(getattr(sfer, "_core", None), "_last_threads", None)
+    last_threads = getattr(getattr(sfer, "_runtime", getattr(sfer, "_core", None)),
+                           "_last_threads", None)
 
     def run_sfer(t: int) -> Any:
         return sfer.sparse_fill_empty_rows_grad(rim, g, num_threads=t, **kwargs)

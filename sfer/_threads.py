@@ -49,7 +49,8 @@ _CGROUP_ROOT = "/sys/fs/cgroup"
 # empty value.
 _OMP_NUM_THREADS_SET = bool(os.environ.get("OMP_NUM_THREADS", "").strip())
 
-_core: Optional[ModuleType] = None  # sfer._runtime, imported lazily (it imports this module)
+_core: Optional[ModuleType] = None  # sfer._runtime, imported lazily (it imports
+# this module)
 _start_max_threads: Optional[int] = None  # omp_get_max_threads() when sfer was imported
 _quota_cached = False
 _quota: Optional[int] = None

@@ -41,7 +41,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 import sfer  # noqa: E402
-import sfer._core as core  # noqa: E402
+import sfer._runtime as core  # noqa: E402
 from sfer import reference  # noqa: E402
 
 # =============================================================================================

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import sfer
-import sfer._core
+import sfer._runtime
 from checks import check_result
 from reference import BFLOAT16, index_error_message
 
@@ -127,8 +127,8 @@ def test_spawn_and_forkserver_children_keep_parallelism(tmp_path):
 
 
 def test_in_forked_child_false_in_test_process():
-    assert sfer._core.in_forked_child() is False
-    assert sfer._core.max_threads() >= 1
+    assert sfer._runtime.in_forked_child() is False
+    assert sfer._runtime.max_threads() >= 1
 
 
 # =============================================================================================
