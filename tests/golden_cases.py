@@ -628,8 +628,10 @@ def describe(hex_bits: str, name: str) -> str:
 def kernel_hooks(sfer):
     """sfer's test hooks (path and thread count of the latest call), or Nones where this
     build has none."""
-    core = getattr(sfer, "_core", None)
-    return getattr(core, "_last_path", None), getattr(core, "_last_threads", None)
+    core = getattr(sfer, "_core", None)  # the grad op's module before the package was split
+    grad_module = getattr(sfer, "_grad", None) if core is None else core
+    runtime = getattr(sfer, "_runtime", None) if core is None else core
+    return getattr(grad_module, "_last_path", None), getattr(runtime, "_last_threads", None)
 
 
 def compute(spec: InputSpec, sfer) -> dict:

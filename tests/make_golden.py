@@ -7,7 +7,7 @@ The inputs are defined in tests/golden_cases.py (how they are regenerated is des
 there).  Record only from a build whose results are meant to be pinned.  Make sure the sfer
 you mean is the one imported (e.g. ``PYTHONPATH=/path/to/build``); the script prints where it
 came from, and the corpus keeps the git commit of the checkout it came from and the sha256 of
-its sfer/_core.pyx.  Without --write, the differences are listed one per line.
+its kernel source (sfer/_grad.pyx; sfer/_core.pyx before the package was split).  Without --write, the differences are listed one per line.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _provenance(sfer) -> dict:
     kernel source next to it."""
     pkg = Path(sfer.__file__).resolve().parent
     info = {"git": None, "core_pyx_sha256": None}
-    pyx = pkg / "_core.pyx"
+    pyx = pkg / "_grad.pyx" if (pkg / "_grad.pyx").is_file() else pkg / "_core.pyx"
     if pyx.is_file():
         info["core_pyx_sha256"] = hashlib.sha256(pyx.read_bytes()).hexdigest()
     try:
@@ -65,8 +65,8 @@ def record(sfer) -> dict:
             + "' + input id), bits from np.random.PCG64(seed).random_raw only). "
             "in_sha256: sha256 of the generated inputs; d_values_sha256: sha256 of "
             "d_values' little-endian bytes; d_default_value: its little-endian bytes in hex "
-            "(complex: real then imaginary part). path/threads_used: sfer._core._last_path() "
-            "and _last_threads() after the run (path null when N_full = 0). Run keys: "
+            "(complex: real then imaginary part). path/threads_used: sfer._grad._last_path() "
+            "and sfer._runtime._last_threads() (sfer._core's before the split) after the run (path null when N_full = 0). Run keys: "
             "t<num_threads>[|out]. Written by: python tests/make_golden.py --write."
         ),
         "recorded_with": {

@@ -83,7 +83,7 @@ def test_corpus_covers_what_it_claims():
 def test_path_hooks_found():
     # Without them the runs' paths go unchecked; if the kernel module moved, teach
     # golden_cases.kernel_hooks where the hooks are now.
-    assert CHECK_PATHS, ("sfer._core._last_path / _last_threads not found: update "
+    assert CHECK_PATHS, ("sfer._grad._last_path / sfer._runtime._last_threads not found: update "
                          "golden_cases.kernel_hooks so that the paths stay checked")
 
 

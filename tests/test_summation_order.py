@@ -1,6 +1,6 @@
 """The documented summation order of ``d_default_value``, pinned bit for bit.
 
-The order (sfer/_core.pyx's module docstring, README "Dtypes"):
+The order (sfer/_grad.pyx's module docstring, README "Dtypes"):
 
 * positions ``[0, N_full)`` are cut into blocks of 4096;
 * inside a block, position ``k`` is added to lane ``k % 8`` (complex: lane ``k % 4``, real
@@ -333,7 +333,7 @@ def make_inputs(name, values, layout, seed=0):
 
 def check_runs(name, g, maps, expected, what, layout):
     """Run every map on every thread count; all must give ``expected`` bits."""
-    last_path = getattr(getattr(sfer, "_core", None), "_last_path", None)
+    last_path = getattr(getattr(sfer, "_grad", None), "_last_path", None)
     bad = []
     for label, rim in maps.items():
         for nt in THREADS:
