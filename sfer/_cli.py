@@ -27,6 +27,8 @@ import sys
 import tempfile
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from sfer import _dtypes
+
 PROG = "sfer"
 
 EXIT_OK = 0
@@ -34,11 +36,8 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-#: --dtype choices of the demo (the grad_values dtypes of the spec).
-DEMO_DTYPES = (
-    "float16", "bfloat16", "float32", "float64", "complex64", "complex128",
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-)
+#: --dtype choices of the demo: the grad op's dtypes (sfer/_dtypes.py, the one table).
+DEMO_DTYPES = _dtypes.GRAD_VALUE_NAMES
 
 _DEFAULT_SIZE = 1_000_000
 _DEFAULT_REPEAT = 7
@@ -286,13 +285,12 @@ def _resolve_dtype(name: str) -> Tuple[Any, Any]:
     import numpy as np
 
     if name == "bfloat16":
-        try:
-            ml_dtypes: Any = importlib.import_module("ml_dtypes")
-        except ImportError:
+        if _dtypes.BFLOAT16 is None:
             raise CLIError("--dtype bfloat16 needs the ml_dtypes package "
-                           "(pip install ml_dtypes)") from None
-        return np.dtype(ml_dtypes.bfloat16), ml_dtypes.finfo(ml_dtypes.bfloat16)
-    dtype = np.dtype(name)
+                           "(pip install ml_dtypes)")
+        ml_dtypes: Any = importlib.import_module("ml_dtypes")
+        return _dtypes.BFLOAT16, ml_dtypes.finfo(ml_dtypes.bfloat16)
+    dtype = _dtypes.resolve(name)
     if dtype.kind in "iu":
         return dtype, np.iinfo(dtype)
     return dtype, np.finfo(dtype)

@@ -3,7 +3,7 @@
 # storing an item.  The process-wide state lives in sfer/_runtime.pyx, not here.
 
 from libc.stdint cimport (int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
-                          uint64_t)
+                          uint64_t, uintptr_t)
 
 cdef extern from "src/sfer_types.h":
     ctypedef struct sfer_f16:
@@ -39,6 +39,7 @@ cdef extern from "src/sfer_mem.h":
     void sfer_stream8(void *dst, const void *src) noexcept nogil
     void sfer_stream_fence() noexcept nogil
     void sfer_prefetch(const void *p) noexcept nogil
+    void sfer_prefetch_addr(uintptr_t addr) noexcept nogil
     void sfer_prefetch_w(void *p) noexcept nogil
     void sfer_prefetch_l2(const void *p) noexcept nogil
 

@@ -7,14 +7,21 @@ Definitions used by every kernel below:
 * ``index_key(r)`` (sfer/_common.pxd): a map entry as an unsigned 64-bit number, so that one
   range test ``index_key(r) < n_full`` rejects negative entries too.
 * The unreferenced sum is defined block by block: positions ``[0, n_full)`` are cut into blocks
-  of ``BLOCK`` positions; inside a block, position ``k`` is added to lane ``k % 8`` (complex:
-  lane ``k % 4``, real and imaginary parts apart) in increasing ``k``; lanes are combined in a
-  fixed order, then blocks in increasing order.  The result depends on nothing else: not on the
-  thread count, not on the order of the map, not on which code path (block walk or marking)
-  produced it.  Skipped (referenced) positions add nothing, which is the same as adding ``+0``.
-* Accumulators: float64 for float16/bfloat16/float32/complex64; compensated (Neumaier) float64
-  for float64/complex128; uint64 (wrapping) for integers, whose low bits are the exact sum
-  modulo 2**bits whatever the signedness.
+  of ``BLOCK`` positions; inside a block, position ``k`` is added to lane ``k % LANES`` (8;
+  complex: lane ``k % 4``, real and imaginary parts apart) in increasing ``k``.  Within a lane
+  the adds are plain float64 for float16/bfloat16/float32/complex64 and compensated (Neumaier:
+  a sum ``s`` and a compensation ``c``) for float64/complex128.  Then, for every float dtype,
+  the lanes are combined in increasing lane order (``lanes_close``: a Neumaier step of each
+  lane's ``s`` into the block's pair, its ``c`` added to the block's ``c``), and the blocks in
+  increasing block order the same way (``combine_block_sums``).  The value is ``s + c`` in
+  float64 (``compensated_value``; a NaN is the canonical quiet NaN), then converted to the
+  output dtype: so float64 is rounded once, and the narrower dtypes twice (to float64, then
+  to the output dtype).  The result depends on nothing else: not on the thread count, not on
+  the order of the map, not on which code path produced it.  Skipped (referenced) positions
+  add nothing, which is the same as adding ``+0``.  tests/test_summation_order.py pins this
+  order with a pure-Python model of it.
+* Integers: uint64 lanes (wrapping), whose low bits are the exact sum modulo 2**bits whatever
+  the signedness.
 
 Every kernel is ``noexcept nogil``; inputs are ``const``; outputs are marked ``# out``.
 """
@@ -23,7 +30,7 @@ cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.math cimport NAN, fabs, isfinite
 from libc.stdint cimport (int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
-                          uint64_t)
+                          uint64_t, uintptr_t)
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
 
@@ -32,8 +39,8 @@ from sfer._common cimport (idx_t, index_key, sfer_atomic_load, sfer_atomic_store
                            sfer_c128, sfer_double_to_bf16_bits, sfer_double_to_f16_bits,
                            sfer_f16, sfer_bf16_to_float, sfer_f16_to_float, sfer_keep,
                            sfer_keep_mask, sfer_masked_sum_f32, sfer_masked_sum_f64,
-                           sfer_prefetch, sfer_prefetch_l2, sfer_prefetch_w, sfer_stream_fence,
-                           store_item, val_t)
+                           sfer_prefetch, sfer_prefetch_addr, sfer_prefetch_l2, sfer_prefetch_w,
+                           sfer_stream_fence, store_item, val_t)
 from sfer._runtime cimport SERIAL_BELOW, enter_call, leave_call, plan_threads
 
 import operator
@@ -291,7 +298,8 @@ cdef int block_walk(const val_t *g, uint64_t n_full, const idx_t *rim, int64_t n
                 break
             store_item(&d[j], &g[wstart + u], stream)
             mark[u] = 1
-            sfer_prefetch(&rim[min(j + MAP_AHEAD, n - 1)])   # never past the map's end
+            # The map, MAP_AHEAD entries on: possibly past its end, so as an integer address.
+            sfer_prefetch_addr(<uintptr_t>rim + <uintptr_t>(j + MAP_AHEAD) * sizeof(idx_t))
             j += 1
         if sfer_atomic_load(abort):
             sfer_stream_fence()
@@ -864,9 +872,11 @@ def sparse_fill_empty_rows_grad(reverse_index_map, grad_values, *, num_threads=N
     Notes
     -----
     Integer sums wrap modulo ``2**bits``.  float16, bfloat16, float32 and complex64 sums are
-    accumulated in float64, float64 and complex128 sums with compensated (Neumaier)
-    summation; the result is rounded once.  The inputs are never modified and the GIL is
-    released while the kernel runs.
+    accumulated in float64 (lanes and blocks combined with compensation), float64 and
+    complex128 sums with compensated (Neumaier) summation throughout; the float64 result is
+    then rounded to the output dtype (``sfer.reference.error_bound`` bounds the difference
+    from the exact sum).  The inputs are never modified and the GIL is released while the
+    kernel runs.
     """
     global _slow_path
     result = fast_grad(reverse_index_map, grad_values, num_threads, out)

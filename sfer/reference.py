@@ -84,6 +84,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
+from sfer import _dtypes
 from sfer._result import GradResult
 
 __all__ = [
@@ -95,24 +96,11 @@ __all__ = [
     "unreferenced",
 ]
 
-# bfloat16 is optional: it exists when ml_dtypes is installed.
-_BFLOAT16: Optional[np.dtype]
-try:
-    import ml_dtypes
-except ImportError:  # pragma: no cover - depends on the environment
-    _BFLOAT16 = None
-else:
-    _BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
-
-_SUPPORTED_VALUES = (
-    "float16, float32, float64, complex64, complex128, int8, int16, int32, int64, "
-    "uint8, uint16, uint32, uint64" + (", bfloat16" if _BFLOAT16 is not None else
-                                       " (bfloat16 with ml_dtypes installed)")
-)
-_VALUE_DTYPES = tuple(np.dtype(t) for t in (
-    "float16", "float32", "float64", "complex64", "complex128",
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-)) + ((_BFLOAT16,) if _BFLOAT16 is not None else ())
+# The supported dtypes come from the one table (sfer/_dtypes.py); bfloat16 is optional.
+_BFLOAT16: Optional[np.dtype] = _dtypes.BFLOAT16
+_SUPPORTED_VALUES = _dtypes.grad_values_text()
+_VALUE_DTYPES = tuple(_dtypes.resolve(name) for name in _dtypes.GRAD_VALUE_NAMES
+                      if name != "bfloat16" or _BFLOAT16 is not None)
 
 #: A real binary floating-point format: (precision in bits with the implicit one, the smallest
 #: normal exponent, the largest exponent).

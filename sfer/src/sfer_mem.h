@@ -41,8 +41,11 @@ static inline void sfer_stream8(void *dst, const void *src) {
     memcpy(dst, src, 8);
 #endif
 }
-/* Prefetch hints: they never fault, but callers still form only addresses inside their
-   arrays (a pointer past the end, other than one past it, is undefined behaviour in C). */
+/* Prefetch hints: they never fault, but callers still form only pointers inside their arrays
+   (a pointer past the end, other than one past it, is undefined behaviour in C).  Where the
+   address may lie past the end, sfer_prefetch_addr takes it as an integer: no pointer is
+   formed until the hint, whose address is never dereferenced. */
+static inline void sfer_prefetch_addr(uintptr_t addr) { __builtin_prefetch((const void *)addr, 0, 3); }
 static inline void sfer_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
 static inline void sfer_prefetch_w(void *p) { __builtin_prefetch(p, 1, 3); }
 /* Into L2 but not L1: an L1 prefetch holds one of the core's few L1 miss buffers until
