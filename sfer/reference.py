@@ -85,6 +85,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 
 from sfer import _dtypes
+from sfer._validate import as_vector as _as_vector  # the one conversion rule of the op
 from sfer._result import GradResult
 
 __all__ = [
@@ -266,22 +267,6 @@ def _validated(reverse_index_map: Any, grad_values: Any) -> Tuple[np.ndarray, np
     if bad is not None:
         raise IndexError(_index_error_message(bad[0], bad[1], g.shape[0]))
     return rim, g
-
-
-def _as_vector(obj: Any, name: str, *, empty_dtype: Any = None) -> np.ndarray:
-    """``obj`` as a 1-D ndarray; a non-array empty sequence is an array of ``empty_dtype``."""
-    if isinstance(obj, np.ndarray):
-        arr = obj
-    else:
-        try:
-            arr = np.asarray(obj)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise ValueError(f"{name} could not be converted to an array: {exc}") from None
-        if empty_dtype is not None and arr.size == 0:
-            arr = arr.astype(empty_dtype)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    return arr
 
 
 def _first_bad(reverse_index_map: Any, n_full: int) -> Optional[Tuple[int, int]]:
