@@ -2,8 +2,8 @@
 
 The reference itself is ``sfer.reference`` (the op in plain NumPy, the exact sum rounded once,
 and the error bound between it and the compiled op); the op's rules live there and only there.
-This module re-exports its helpers under the names the tests use and adds test-only
-constants (the dtypes of the spec) and ``scalar_bits``.
+This module re-exports its helpers under the names the tests use and adds ``scalar_bits``.
+The tests' dtype lists are in tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -18,11 +18,6 @@ BFLOAT16 = _ref._BFLOAT16
 
 __all__ = [
     "BFLOAT16",
-    "FLOAT_DTYPES",
-    "COMPLEX_DTYPES",
-    "INT_DTYPES",
-    "GRAD_DTYPES",
-    "MAP_DTYPES",
     "exact_sum",
     "first_bad",
     "float_info",
@@ -34,17 +29,6 @@ __all__ = [
     "ulp",
     "unreferenced",
 ]
-
-FLOAT_DTYPES = [np.dtype(t) for t in ("float16", "float32", "float64")]
-COMPLEX_DTYPES = [np.dtype(t) for t in ("complex64", "complex128")]
-INT_DTYPES = [
-    np.dtype(t)
-    for t in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
-]
-#: every grad_values dtype of the spec except bfloat16 (optional)
-GRAD_DTYPES = FLOAT_DTYPES + COMPLEX_DTYPES + INT_DTYPES
-#: every reverse_index_map dtype of the spec
-MAP_DTYPES = list(INT_DTYPES)
 
 native = _ref._native
 #: (precision, emin, emax) of a real float dtype (or a complex's part)

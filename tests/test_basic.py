@@ -7,10 +7,9 @@ import pytest
 
 import sfer
 from checks import MAP_CAPACITY, check_result, make_values, map_cases
-from reference import GRAD_DTYPES, MAP_DTYPES, reference_grad
+from helpers import GRAD_NAMES, MAP_NAMES, dtype_of
+from reference import reference_grad
 
-GRAD_DTYPE_NAMES = [d.name for d in GRAD_DTYPES] + ["bfloat16"]
-MAP_DTYPE_NAMES = [d.name for d in MAP_DTYPES]
 MAP_CASE_NAMES = [
     "sorted",
     "shuffled",
@@ -22,13 +21,6 @@ MAP_CASE_NAMES = [
     "single",
     "none_referenced",
 ]
-
-
-def resolve_dtype(name: str) -> np.dtype:
-    if name == "bfloat16":
-        ml_dtypes = pytest.importorskip("ml_dtypes")
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
 
 
 def test_spec_example():
@@ -50,17 +42,34 @@ def test_result_is_named_tuple():
     assert res[0] is res.d_values and res[1] is res.d_default_value
 
 
+def test_the_tests_dtype_lists_are_sfers():
+    # helpers' lists are sfer._dtypes' table, and each name resolves to its own dtype (a wrong
+    # resolver would run another dtype's tests twice and this one's never).
+    from sfer import _dtypes
+    from helpers import COMPLEX_NAMES, FLOAT_NAMES, INEXACT_NAMES, INT_NAMES
+
+    assert GRAD_NAMES == _dtypes.GRAD_VALUE_NAMES
+    assert sorted(FLOAT_NAMES + COMPLEX_NAMES + INT_NAMES + ("bfloat16",)) == sorted(GRAD_NAMES)
+    assert set(INEXACT_NAMES) == set(FLOAT_NAMES + COMPLEX_NAMES + ("bfloat16",))
+    assert set(MAP_NAMES) == set(INT_NAMES)
+    for name in GRAD_NAMES:
+        assert dtype_of(name).name == name
+    assert {np.dtype(n).kind for n in FLOAT_NAMES} == {"f"}
+    assert {np.dtype(n).kind for n in COMPLEX_NAMES} == {"c"}
+    assert {np.dtype(n).kind for n in INT_NAMES} == {"i", "u"}
+
+
 def test_num_threads_is_keyword_only():
     with pytest.raises(TypeError):
         sfer.sparse_fill_empty_rows_grad(np.array([0]), np.array([1.0]), 1)
 
 
 @pytest.mark.parametrize("case", MAP_CASE_NAMES)
-@pytest.mark.parametrize("map_dtype", MAP_DTYPE_NAMES)
-@pytest.mark.parametrize("grad_dtype", GRAD_DTYPE_NAMES)
+@pytest.mark.parametrize("map_dtype", MAP_NAMES)
+@pytest.mark.parametrize("grad_dtype", GRAD_NAMES)
 def test_dtype_matrix_exact(grad_dtype, map_dtype, case, rng):
     """Exactly summable data: d_values bit-exact and the sum exactly right."""
-    dtype = resolve_dtype(grad_dtype)
+    dtype = dtype_of(grad_dtype)
     n_full = 100
     g = make_values(dtype, n_full, rng, "exact")
     rim = map_cases(n_full, rng, map_dtype)[case]
@@ -73,10 +82,10 @@ def test_dtype_matrix_exact(grad_dtype, map_dtype, case, rng):
 
 
 @pytest.mark.parametrize("case", MAP_CASE_NAMES)
-@pytest.mark.parametrize("grad_dtype", GRAD_DTYPE_NAMES)
+@pytest.mark.parametrize("grad_dtype", GRAD_NAMES)
 def test_dtype_random_data(grad_dtype, case, rng):
     """Random data of widely varying magnitude: sum within 1 ulp."""
-    dtype = resolve_dtype(grad_dtype)
+    dtype = dtype_of(grad_dtype)
     n_full = 1000
     g = make_values(dtype, n_full, rng, "random")
     rim = map_cases(n_full, rng, np.int64)[case]
@@ -84,11 +93,11 @@ def test_dtype_random_data(grad_dtype, case, rng):
     check_result(res, rim, g)
 
 
-@pytest.mark.parametrize("map_dtype", MAP_DTYPE_NAMES)
-@pytest.mark.parametrize("grad_dtype", GRAD_DTYPE_NAMES)
+@pytest.mark.parametrize("map_dtype", MAP_NAMES)
+@pytest.mark.parametrize("grad_dtype", GRAD_NAMES)
 def test_map_dtype_full_capacity(grad_dtype, map_dtype, rng):
     """N_full as large as the map dtype can address: the top index works."""
-    dtype = resolve_dtype(grad_dtype)
+    dtype = dtype_of(grad_dtype)
     n_full = MAP_CAPACITY.get(map_dtype, 70_000)
     g = make_values(dtype, n_full, rng, "exact")
     rim = np.concatenate([[n_full - 1, 0], rng.integers(0, n_full, size=500)]).astype(map_dtype)
@@ -96,9 +105,9 @@ def test_map_dtype_full_capacity(grad_dtype, map_dtype, rng):
     check_result(res, rim, g, exact=True)
 
 
-@pytest.mark.parametrize("grad_dtype", GRAD_DTYPE_NAMES)
+@pytest.mark.parametrize("grad_dtype", GRAD_NAMES)
 def test_empty_everything(grad_dtype):
-    dtype = resolve_dtype(grad_dtype)
+    dtype = dtype_of(grad_dtype)
     res = sfer.sparse_fill_empty_rows_grad(np.array([], np.int64), np.array([], dtype))
     assert res.d_values.shape == (0,)
     assert res.d_values.dtype == dtype
@@ -106,9 +115,9 @@ def test_empty_everything(grad_dtype):
     check_result(res, np.array([], np.int64), np.array([], dtype))
 
 
-@pytest.mark.parametrize("grad_dtype", GRAD_DTYPE_NAMES)
+@pytest.mark.parametrize("grad_dtype", GRAD_NAMES)
 def test_empty_map_sums_everything(grad_dtype, rng):
-    dtype = resolve_dtype(grad_dtype)
+    dtype = dtype_of(grad_dtype)
     g = make_values(dtype, 37, rng, "exact")
     res = sfer.sparse_fill_empty_rows_grad(np.array([], np.uint8), g)
     assert res.d_values.shape == (0,) and res.d_values.dtype == dtype
@@ -116,9 +125,9 @@ def test_empty_map_sums_everything(grad_dtype, rng):
     assert res.d_default_value == expected
 
 
-@pytest.mark.parametrize("grad_dtype", GRAD_DTYPE_NAMES)
+@pytest.mark.parametrize("grad_dtype", GRAD_NAMES)
 def test_all_referenced_sum_is_positive_zero(grad_dtype, rng):
-    dtype = resolve_dtype(grad_dtype)
+    dtype = dtype_of(grad_dtype)
     g = make_values(dtype, 50, rng, "exact")
     g[:5] = -g[:5]
     rim = np.arange(50)[::-1]

@@ -10,8 +10,8 @@ Each example draws a whole call at random:
   negative, the dtype's extremes) at random positions;
 * the layout of each input: contiguous, strided, reversed, byte-swapped, read-only,
   unaligned, combinations of these, or a Python list;
-* ``num_threads`` None, 1..4, 9 or 16 (more threads than per-thread bitmaps), and ``out=`` or
-  not.
+* ``num_threads`` None, 1..4, 9 or 16 (more threads than the marking path's per-thread
+  bitmaps: a shared byte array), and ``out=`` or not.
 
 The outcome must match the reference: the same ``d_values`` bits and a ``d_default_value``
 within the tolerance of tests/checks.py (bit-identical to a single-threaded call on a
@@ -38,10 +38,19 @@ from hypothesis import strategies as st
 
 import sfer
 from checks import assert_bits_equal, check_result, make_values
-from reference import (
+from helpers import (
+    AVAILABLE_GRAD_NAMES,
     BFLOAT16,
-    GRAD_DTYPES,
-    MAP_DTYPES,
+    BLOCK,
+    LAYOUTS,
+    MAP_NAMES,
+    MAX_BITMAPS,
+    SERIAL_BELOW,
+    apply_layout,
+    dtype_of,
+    sentinel_like,
+)
+from reference import (
     first_bad,
     index_error_message,
     native,
@@ -49,23 +58,6 @@ from reference import (
 )
 
 grad = sfer.sparse_fill_empty_rows_grad
-
-VALUE_NAMES = [d.name for d in GRAD_DTYPES] + (["bfloat16"] if BFLOAT16 is not None else [])
-MAP_NAMES = [d.name for d in MAP_DTYPES]
-SERIAL_BELOW = 65_536  # README: N + N_full below this runs on one thread
-BLOCK = 4096
-
-LAYOUTS = [
-    "contiguous",
-    "strided",
-    "reversed",
-    "byteswapped",
-    "byteswapped_strided",
-    "readonly",
-    "unaligned",
-    "readonly_unaligned_byteswapped",
-    "list",
-]
 
 MAP_KINDS = [
     "empty",
@@ -87,10 +79,6 @@ EXAMPLES = settings.default.max_examples
 
 # reference.round_float warns when an extreme sum rounds to inf: expected here
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
-
-
-def dtype_of(name: str) -> np.dtype:
-    return BFLOAT16 if name == "bfloat16" else np.dtype(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +157,7 @@ def valid_map(kind: str, cap: int, n_full: int, rng: np.random.Generator, size_h
 def bad_values(idtype: np.dtype, n_full: int) -> list[int]:
     """Out-of-range entries the map dtype can hold."""
     info = np.iinfo(idtype)
-    cands = [n_full, n_full + 1, n_full + 4096, 2 * n_full + 7, int(info.max)]
+    cands = [n_full, n_full + 1, n_full + BLOCK, 2 * n_full + 7, int(info.max)]
     if idtype.kind == "i":
         cands += [-1, -2, -n_full - 1, int(info.min)]
     if idtype == np.uint64:
@@ -177,40 +165,6 @@ def bad_values(idtype: np.dtype, n_full: int) -> list[int]:
     if idtype == np.int64:
         cands += [2**32, -(2**32)]
     return sorted({v for v in cands if info.min <= v <= info.max and not 0 <= v < n_full})
-
-
-def apply_layout(arr: np.ndarray, layout: str, rng: np.random.Generator):
-    """``arr`` (1-D, native) presented in ``layout``; returns (object to pass, owner), where
-    owner is the ndarray (or list) whose contents must survive the call unchanged."""
-    if layout == "list":
-        obj = arr.tolist()
-        return obj, obj
-    swapped = arr.dtype.newbyteorder("S") if arr.dtype.itemsize > 1 else arr.dtype
-    if layout == "contiguous":
-        a = arr.copy()
-        return a, a
-    if layout in ("strided", "byteswapped_strided", "reversed"):
-        step = int(rng.integers(2, 4)) if layout != "reversed" else 1
-        dt = swapped if layout == "byteswapped_strided" else arr.dtype
-        buf = np.zeros(arr.shape[0] * step + 1, dtype=dt)
-        view = buf[1::step][: arr.shape[0]] if layout != "reversed" else buf[1:][::-1]
-        view[...] = arr
-        return view, buf
-    if layout == "byteswapped":
-        a = arr.astype(swapped)
-        return a, a
-    if layout == "readonly":
-        a = arr.copy()
-        a.setflags(write=False)
-        return a, a
-    assert layout in ("unaligned", "readonly_unaligned_byteswapped")
-    dt = swapped if layout == "readonly_unaligned_byteswapped" else arr.dtype
-    raw = np.zeros(arr.nbytes + 1, dtype=np.uint8)
-    view = raw[1:].view(dt)
-    view[...] = arr
-    if layout == "readonly_unaligned_byteswapped":
-        view.setflags(write=False)
-    return view, raw
 
 
 def snapshot(owner):
@@ -247,7 +201,7 @@ class Case:
 @st.composite
 def cases(draw, sizes, invalid: bool | None = None):
     """A Case; ``invalid`` True forces out-of-range entries, False forbids them, None: maybe."""
-    value_name = draw(st.sampled_from(VALUE_NAMES))
+    value_name = draw(st.sampled_from(AVAILABLE_GRAD_NAMES))
     map_name = draw(st.sampled_from(MAP_NAMES))
     n_full = draw(sizes)
     flavor = draw(st.sampled_from(["exact", "random", "special", "extreme"]))
@@ -257,8 +211,8 @@ def cases(draw, sizes, invalid: bool | None = None):
     case = Case(value_name, map_name, n_full, flavor, map_kind, seed=seed, size_hint=size_hint)
     case.g_layout = draw(st.sampled_from(LAYOUTS))
     case.rim_layout = draw(st.sampled_from(LAYOUTS))
-    # 9 and 16: more threads than per-thread bitmaps (8): the shared, atomic bitmaps
-    case.num_threads = draw(st.sampled_from([None, 1, 2, 3, 4, 9, 16]))
+    # past MAX_BITMAPS threads the marking path's threads share a byte array
+    case.num_threads = draw(st.sampled_from([None, 1, 2, 3, 4, MAX_BITMAPS + 1, 16]))
     case.use_out = draw(st.booleans())
     if invalid is None:
         invalid = draw(st.integers(0, 3)) == 0
@@ -326,8 +280,7 @@ def run_case(case: Case) -> str:
     n = rim_arr.shape[0]
     out = None
     if case.use_out:
-        out = np.empty(n, dtype=out_dtype)
-        out.view(np.uint8)[...] = 0xA5
+        out = sentinel_like(n, out_dtype)
     snaps = snapshot(rim_owner), snapshot(g_owner)
 
     # what the reference says

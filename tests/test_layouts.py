@@ -8,27 +8,10 @@ import pytest
 
 import sfer
 from checks import check_result, make_values
-from reference import GRAD_DTYPES, MAP_DTYPES, native
+from helpers import LAYOUTS, GRAD_NAMES, MAP_NAMES, apply_layout, dtype_of, unaligned
+from reference import native
 
-GRAD_DTYPE_NAMES = [d.name for d in GRAD_DTYPES] + ["bfloat16"]
-SWAPPABLE = [d.name for d in GRAD_DTYPES if d.itemsize > 1]
-
-
-def resolve_dtype(name: str) -> np.dtype:
-    if name == "bfloat16":
-        ml_dtypes = pytest.importorskip("ml_dtypes")
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
-
-
-def unaligned(a: np.ndarray) -> np.ndarray:
-    """A copy of ``a`` (1-D) living at an odd byte offset of a bytearray."""
-    buf = bytearray(a.nbytes + 1)
-    buf[1:] = np.ascontiguousarray(a).tobytes()
-    out = np.frombuffer(buf, dtype=a.dtype, count=a.shape[0], offset=1)
-    if a.dtype.itemsize > 1:
-        assert not out.flags.aligned
-    return out
+SWAPPABLE = [n for n in GRAD_NAMES if n != "bfloat16" and np.dtype(n).itemsize > 1]
 
 
 def snapshot(*arrays):
@@ -51,10 +34,35 @@ def run_and_check(rim, g, exact=True):
     return res
 
 
-@pytest.mark.parametrize("grad_dtype", GRAD_DTYPE_NAMES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", ["float64", "uint8", "bfloat16"])
+def test_helpers_layouts_are_what_they_say(layout, name):
+    # helpers.apply_layout (the fuzz and property tests' layouts): the same values, in the
+    # memory layout its name says.
+    dtype = dtype_of(name)
+    arr = np.arange(1, 12).astype(dtype)
+    obj, owner = apply_layout(arr, layout, np.random.default_rng(0))
+    if layout == "list":
+        assert obj is owner and obj == arr.tolist()
+        return
+    assert isinstance(obj, np.ndarray) and obj.shape == arr.shape
+    assert np.shares_memory(obj, owner)
+    assert obj.astype(dtype).tobytes() == arr.tobytes()
+    swapped = "byteswapped" in layout and dtype.itemsize > 1
+    assert obj.dtype.isnative != swapped, obj.dtype
+    assert obj.flags.writeable == ("readonly" not in layout)
+    assert obj.flags.aligned == ("unaligned" not in layout or dtype.itemsize == 1)
+    assert obj.flags.c_contiguous == (layout not in ("strided", "byteswapped_strided",
+                                                     "reversed"))
+    if layout == "reversed":
+        assert obj.strides[0] < 0
+    assert not np.shares_memory(obj, arr)  # a copy: the caller's array is left alone
+
+
+@pytest.mark.parametrize("grad_dtype", GRAD_NAMES)
 @pytest.mark.parametrize("step", [2, -1, -3, 5])
 def test_strided_grad_values(grad_dtype, step, rng):
-    dtype = resolve_dtype(grad_dtype)
+    dtype = dtype_of(grad_dtype)
     base = make_values(dtype, 600, rng)
     g = base[::step]
     assert not g.flags.c_contiguous
@@ -65,7 +73,7 @@ def test_strided_grad_values(grad_dtype, step, rng):
     assert np.shares_memory(g, base)
 
 
-@pytest.mark.parametrize("map_dtype", [d.name for d in MAP_DTYPES])
+@pytest.mark.parametrize("map_dtype", MAP_NAMES)
 @pytest.mark.parametrize("step", [2, -1, -3])
 def test_strided_map(map_dtype, step, rng):
     g = make_values(np.float64, 100, rng)
@@ -74,9 +82,9 @@ def test_strided_map(map_dtype, step, rng):
     run_and_check(rim, g)
 
 
-@pytest.mark.parametrize("grad_dtype", GRAD_DTYPE_NAMES)
+@pytest.mark.parametrize("grad_dtype", GRAD_NAMES)
 def test_read_only_inputs(grad_dtype, rng):
-    dtype = resolve_dtype(grad_dtype)
+    dtype = dtype_of(grad_dtype)
     g = make_values(dtype, 200, rng)
     rim = rng.integers(0, 200, size=150).astype(np.int32)
     g.setflags(write=False)
@@ -102,7 +110,7 @@ def test_byteswapped_grad_values(grad_dtype, rng):
     np.testing.assert_array_equal(res.d_values, g[rim].astype(dtype))
 
 
-@pytest.mark.parametrize("map_dtype", [d.name for d in MAP_DTYPES if d.itemsize > 1])
+@pytest.mark.parametrize("map_dtype", [n for n in MAP_NAMES if np.dtype(n).itemsize > 1])
 def test_byteswapped_map(map_dtype, rng):
     g = make_values(np.int32, 300, rng)
     rim = rng.integers(0, 300, size=400).astype(map_dtype)
@@ -120,16 +128,16 @@ def test_byteswapped_strided_readonly_both(rng):
     run_and_check(rim, g)
 
 
-@pytest.mark.parametrize("grad_dtype", GRAD_DTYPE_NAMES)
+@pytest.mark.parametrize("grad_dtype", GRAD_NAMES)
 def test_unaligned_grad_values(grad_dtype, rng):
-    dtype = resolve_dtype(grad_dtype)
+    dtype = dtype_of(grad_dtype)
     g = unaligned(make_values(dtype, 257, rng))
     rim = rng.integers(0, 257, size=300)
     run_and_check(rim, g)
     run_and_check(rim % 129, g[::-2])
 
 
-@pytest.mark.parametrize("map_dtype", [d.name for d in MAP_DTYPES])
+@pytest.mark.parametrize("map_dtype", MAP_NAMES)
 def test_unaligned_map(map_dtype, rng):
     g = make_values(np.float32, 100, rng)
     rim = unaligned(rng.integers(0, 100, size=333).astype(map_dtype))

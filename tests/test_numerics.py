@@ -10,21 +10,13 @@ import pytest
 
 import sfer
 from checks import assert_bits_equal, check_result, check_sum
+from helpers import COMPLEX_NAMES, FLOAT_NAMES, INT_NAMES, dtype_of
 from reference import exact_sum, round_float, scalar_bits, ulp, unreferenced
 
 grad = sfer.sparse_fill_empty_rows_grad
 
-FLOATS = ["float16", "float32", "float64"]
-FLOATS_AND_COMPLEX = FLOATS + ["complex64", "complex128"]
-
-
-def bfloat16_dtype():
-    ml_dtypes = pytest.importorskip("ml_dtypes")
-    return np.dtype(ml_dtypes.bfloat16)
-
-
-def resolve(name):
-    return bfloat16_dtype() if name == "bfloat16" else np.dtype(name)
+#: the real float dtypes, bfloat16 included (its tests skip without ml_dtypes)
+REAL_FLOATS = FLOAT_NAMES + ("bfloat16",)
 
 
 # --------------------------------------------------------------------------
@@ -48,7 +40,7 @@ NAN_PATTERNS = {
 
 @pytest.mark.parametrize("name", list(NAN_PATTERNS))
 def test_gather_preserves_nan_payloads_and_signed_zero(name):
-    dtype = resolve(name)
+    dtype = dtype_of(name)
     size = dtype.itemsize
     bits = np.array(NAN_PATTERNS[name], dtype=f"u{size}")
     g = bits.view(dtype)
@@ -57,7 +49,7 @@ def test_gather_preserves_nan_payloads_and_signed_zero(name):
     assert_bits_equal(res.d_values, g[rim])
 
 
-@pytest.mark.parametrize("name", ["complex64", "complex128"])
+@pytest.mark.parametrize("name", COMPLEX_NAMES)
 def test_gather_preserves_complex_nan_payloads(name):
     dtype = np.dtype(name)
     part = dtype.itemsize // 2
@@ -81,50 +73,50 @@ def test_gather_integer_extremes(name):
 # NaN / inf propagation
 # --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", FLOATS + ["bfloat16"])
+@pytest.mark.parametrize("name", REAL_FLOATS)
 def test_nan_in_unreferenced_position_gives_nan(name):
-    dtype = resolve(name)
+    dtype = dtype_of(name)
     g = np.array([1.0, np.nan, 2.0, 3.0]).astype(dtype)
     res = grad(np.array([0]), g)
     assert np.isnan(np.float64(res.d_default_value))
     assert type(res.d_default_value) is dtype.type
 
 
-@pytest.mark.parametrize("name", FLOATS + ["bfloat16"])
+@pytest.mark.parametrize("name", REAL_FLOATS)
 def test_nan_in_referenced_position_does_not_affect_sum(name):
-    dtype = resolve(name)
+    dtype = dtype_of(name)
     g = np.array([1.0, np.nan, 2.0, np.nan, 4.0]).astype(dtype)
     res = grad(np.array([3, 1, 1]), g)
     assert np.float64(res.d_default_value) == 7.0
     assert np.isnan(np.asarray(res.d_values, dtype=np.float64)).all()
 
 
-@pytest.mark.parametrize("name", FLOATS + ["bfloat16"])
+@pytest.mark.parametrize("name", REAL_FLOATS)
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_inf_only_in_unreferenced_gives_inf(name, sign):
-    dtype = resolve(name)
+    dtype = dtype_of(name)
     g = np.array([1.0, sign * np.inf, 2.0, -5.0, sign * np.inf]).astype(dtype)
     res = grad(np.array([0]), g)
     assert np.float64(res.d_default_value) == sign * np.inf
 
 
-@pytest.mark.parametrize("name", FLOATS + ["bfloat16"])
+@pytest.mark.parametrize("name", REAL_FLOATS)
 def test_inf_minus_inf_gives_nan(name):
-    dtype = resolve(name)
+    dtype = dtype_of(name)
     g = np.array([np.inf, 1.0, -np.inf, 2.0]).astype(dtype)
     res = grad(np.array([1]), g)
     assert np.isnan(np.float64(res.d_default_value))
 
 
-@pytest.mark.parametrize("name", FLOATS + ["bfloat16"])
+@pytest.mark.parametrize("name", REAL_FLOATS)
 def test_inf_in_referenced_position_does_not_affect_sum(name):
-    dtype = resolve(name)
+    dtype = dtype_of(name)
     g = np.array([np.inf, 1.0, -np.inf, 2.0]).astype(dtype)
     res = grad(np.array([0, 2]), g)
     assert np.float64(res.d_default_value) == 3.0
 
 
-@pytest.mark.parametrize("name", ["complex64", "complex128"])
+@pytest.mark.parametrize("name", COMPLEX_NAMES)
 def test_complex_nan_inf_per_component(name):
     dtype = np.dtype(name)
     g = np.array([complex(np.inf, 1.0), complex(2.0, np.nan), complex(3.0, -np.inf), 5j], dtype=dtype)
@@ -156,10 +148,10 @@ def test_neumaier_inf_among_finite_values(name):
         assert np.real(res.d_default_value) == -np.inf, (n, res.d_default_value)
 
 
-@pytest.mark.parametrize("name", ["float16", "float32", "float64", "bfloat16"])
+@pytest.mark.parametrize("name", REAL_FLOATS)
 def test_finite_overflow_rounds_to_inf(name):
     """The exact sum of finite values beyond the dtype's range rounds to inf."""
-    dtype = resolve(name)
+    dtype = dtype_of(name)
     big = 0.75 * _max_finite(dtype)
     g = np.array([big, big, 1.0]).astype(dtype)
     res = grad(np.array([2]), g)
@@ -221,7 +213,7 @@ def test_int64_extremes(values, expected):
     assert type(res.d_default_value) is np.int64
 
 
-@pytest.mark.parametrize("name", ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"])
+@pytest.mark.parametrize("name", INT_NAMES)
 def test_integer_wrap_large_random(name, rng):
     info = np.iinfo(name)
     g = rng.integers(info.min, info.max, size=300_000, endpoint=True, dtype=name)
@@ -253,7 +245,7 @@ def test_float16_accumulates_in_wide_precision():
 
 
 def test_bfloat16_rounded_once_not_via_float32():
-    bf = bfloat16_dtype()
+    bf = dtype_of("bfloat16")
     # exact sum 257 + 2**-30: bfloat16 -> 258; via float32 (257, a tie) -> 256
     g = np.array([256.0, 1.0, 2.0**-30, 3.0]).astype(bf)
     assert float(g[2]) == 2.0**-30
@@ -263,7 +255,7 @@ def test_bfloat16_rounded_once_not_via_float32():
 
 
 def test_bfloat16_accumulates_in_wide_precision():
-    bf = bfloat16_dtype()
+    bf = dtype_of("bfloat16")
     g = np.full(1000, 1.0).astype(bf)
     res = grad(np.array([], np.int64), g)
     # float64 accumulation gives 1000 exactly; bfloat16 rounds it to 1000
@@ -393,7 +385,7 @@ def test_round_float_helper_sanity():
     """Guards the oracle itself (cheap): single rounding to each format."""
     assert float(round_float(2049 + 2.0**-20, np.float16)) == 2050.0
     assert float(round_float(2.0**24 + 1 + 2.0**-20, np.float32)) == 2.0**24 + 2
-    bf = bfloat16_dtype()
+    bf = dtype_of("bfloat16")
     assert float(round_float(257 + 2.0**-30, bf)) == 258.0
     assert float(round_float(257.0, bf)) == 256.0  # tie -> even
     assert float(round_float(259.0, bf)) == 260.0  # tie -> even

@@ -1,23 +1,32 @@
 """The kernel's code paths: ``out=``, the block-ordered walk and its fallback to the marking
 path, and non-temporal stores for large outputs.
 
-Facts about the kernel these tests are built around (sfer/_grad.pyx):
+Facts about the kernel these tests are built around (sfer/_grad.pyx; the constants come from
+``sfer._grad._constants()`` through tests/helpers.py, their values today in parentheses):
 
-* positions ``[0, N_full)`` are cut into blocks of ``BLOCK = 4096``; a map whose entries'
-  blocks (``entry // 4096``) never decrease is "block-ordered" and takes the block walk; any
-  other map (or one with an out-of-range entry) falls back to the marking path;
-* a cheap screen looks at the first 256 entries and 256 entries spread over the map before
-  the walk; a map that passes the screen but is not block-ordered is caught by the walk,
-  possibly only after a full pass (e.g. the last two entries swapped);
-* ``N + N_full < 65536`` runs serially; from there up, ``num_threads`` threads (at most one per
-  block) each walk a contiguous range of blocks;
-* the marking path gives each of up to 8 threads a bitmap of its own; more threads share
-  them with atomic bit sets;
-* outputs of ``N * itemsize >= 32 MiB`` are written with non-temporal stores (4- and 8-byte
-  items; larger items are copied plainly);
-* the marking path prefetches ``grad_values`` lines 24 entries ahead into L1, or, for a
-  ``grad_values`` of ``N_full * itemsize >= 6 MiB``, 128 entries ahead into L2 (a prefetch is
-  a hint, but the address it is given must come from an in-range entry).
+* positions ``[0, N_full)`` are cut into blocks of ``BLOCK`` (4096); a map whose entries'
+  blocks (``entry // BLOCK``) never decrease is "block-ordered" and takes the block walk; any
+  other map (or one with an out-of-range entry) falls back to the marking path, except that
+  with one thread and at most ``MAX_WINDOW`` (16) blocks any in-range map takes the block
+  walk (one window holds every block);
+* a cheap screen looks at the first ``SCREEN`` (256) entries and ``SCREEN`` entries spread
+  over the map before the walk; a map that passes the screen but is not block-ordered is
+  caught by the walk, possibly only after a full pass (e.g. the last two entries swapped);
+* ``N + N_full < SERIAL_BELOW`` (65536) runs serially; from there up, ``num_threads`` threads
+  (at most one per block) each walk a contiguous range of blocks;
+* the marking path gives each of up to ``MAX_BITMAPS`` (8) threads a bitmap of its own; past
+  that, the threads share one byte array (a byte per position) into which they mark with
+  plain stores (no atomic read-modify-write);
+* outputs of ``N * itemsize >= STREAM_BYTES`` (32 MiB) are written with non-temporal stores
+  (4- and 8-byte items; larger items are copied plainly);
+* the marking path prefetches ``grad_values`` lines ``NEAR_AHEAD`` (24) entries ahead into L1,
+  or, for a ``grad_values`` of ``N_full * itemsize >= FAR_BYTES`` (6 MiB), ``FAR_AHEAD`` (128)
+  entries ahead into L2 (a prefetch is a hint, but the address it is given must come from an
+  in-range entry).
+
+``sfer._grad._last_path()`` names the path the latest call took; every call here that runs a
+map through ``run_paths``, ``expect_index_error`` or ``helpers.assert_path`` asserts that it
+took the path these rules give (``helpers.expected_path``).
 
 Whatever the path, the results must be the same bits: ``d_values`` is an exact gather and
 ``d_default_value`` does not depend on the path, the thread count or the order of the map.
@@ -26,7 +35,6 @@ Whatever the path, the results must be the same bits: ``d_values`` is an exact g
 from __future__ import annotations
 
 import re
-import sys
 import zlib
 
 import numpy as np
@@ -36,8 +44,28 @@ from hypothesis import strategies as st
 
 import sfer
 from checks import assert_bits_equal, bits_view, check_result
-from reference import (
+from helpers import (
     BFLOAT16,
+    BLOCK,
+    FAR_AHEAD,
+    FAR_BYTES,
+    MAX_BITMAPS,
+    MAX_WINDOW,
+    SCREEN,
+    SERIAL_BELOW,
+    STREAM_BYTES,
+    assert_path,
+    block_ids,
+    dtype_of,
+    expect_path,
+    expected_path,
+    is_block_ordered,
+    ran_path,
+    sentinel_like,
+    threads_used,
+    unaligned,
+)
+from reference import (
     first_bad,
     index_error_message,
     reference_grad,
@@ -47,26 +75,17 @@ from reference import (
 
 grad = sfer.sparse_fill_empty_rows_grad
 
-BLOCK = 4096
-SERIAL_BELOW = 65536
-STREAM_BYTES = 1 << 25
-FAR_BYTES = 6 << 20  # grad_values from this size up: the marking path prefetches far, into L2
-FAR_AHEAD = 128  # ... this many entries ahead
-THREADS = (1, 2, 3, 5, 9)  # 9: more threads than the marking path's 8 private bitmaps
-ERR_THREADS = (1, 2, 3, 4, 9)
+#: MAX_BITMAPS + 1: more threads than the marking path has private bitmaps (shared bytes)
+THREADS = (1, 2, 3, 5, MAX_BITMAPS + 1)
+ERR_THREADS = (1, 2, 3, 4, MAX_BITMAPS + 1)
 #: float32/float64 have SIMD sum kernels; the others take the generic loop
 PATH_DTYPES = ("float32", "float64", "float16", "complex128", "int64", "uint8")
 #: dtypes that always take the Python (slow) validation path
 SLOW_ONLY = ("bfloat16",)  # ml_dtypes is a test requirement
-SWAPPED = ">" if sys.byteorder == "little" else "<"
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-def dtype_of(name: str) -> np.dtype:
-    return BFLOAT16 if name == "bfloat16" else np.dtype(name)
 
 
 def make_grad(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -93,26 +112,11 @@ def exact_grad(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return x.astype(dtype)
 
 
-def sentinel_like(n: int, dtype: np.dtype) -> np.ndarray:
-    """An output buffer whose every byte is 0xA5 (non-zero bits, whatever the dtype)."""
-    out = np.empty(n, dtype=dtype)
-    out.view(np.uint8)[...] = 0xA5
-    return out
-
-
-def block_ids(rim) -> np.ndarray:
-    return np.asarray(rim).astype(np.int64) // BLOCK
-
-
-def is_block_ordered(rim) -> bool:
-    b = block_ids(rim)
-    return bool(np.all(b[1:] >= b[:-1]))
-
-
 def unordered(rim, rng: np.random.Generator) -> np.ndarray:
     """A permutation of ``rim`` that is not block-ordered whenever its entries span two or
-    more blocks (so it must take the marking path): shuffled, with an entry of the highest
-    block moved to the front."""
+    more blocks (so it takes the marking path, unless one thread walks at most MAX_WINDOW
+    blocks: one window takes any map): shuffled, with an entry of the highest block moved to
+    the front."""
     perm = rng.permutation(np.asarray(rim))
     b = block_ids(perm)
     if b.size and b.min() != b.max():
@@ -125,18 +129,20 @@ def unordered(rim, rng: np.random.Generator) -> np.ndarray:
 def run_paths(rim, g, rng: np.random.Generator, threads=THREADS):
     """Run ``rim`` and an unordered permutation of it on every thread count.
 
-    The first result of each map is checked against the reference; the others must match it
-    bitwise; and every ``d_default_value`` (both maps, all thread counts) must have the same
-    bits.  Returns the first result for ``rim``.
+    Every call must take the path ``helpers.expected_path`` gives; the first result of each
+    map is checked against the reference; the others must match it bitwise; and every
+    ``d_default_value`` (both maps, all thread counts) must have the same bits.  Returns the
+    first result for ``rim``.
     """
     rim = np.asarray(rim)
+    n_full = np.asarray(g).shape[0]
     maps = {"given": rim, "unordered": unordered(rim, rng)}
     sums = {}
     first_given = None
     for label, m in maps.items():
         first = None
         for nt in threads:
-            res = grad(m, g, num_threads=nt)
+            res = assert_path(lambda: grad(m, g, num_threads=nt), m, n_full, nt)
             if first is None:
                 check_result(res, m, g)
                 first = res
@@ -151,11 +157,16 @@ def run_paths(rim, g, rng: np.random.Generator, threads=THREADS):
 
 
 def expect_index_error(rim, g, n_full: int, nt, *, out=None):
+    """The call raises the IndexError of the first bad j (returned), from the marking path."""
     bad = first_bad(rim, n_full)
     assert bad is not None
-    msg = "^" + re.escape(index_error_message(bad[0], bad[1], n_full)) + "$"
-    with pytest.raises(IndexError, match=msg):
-        grad(rim, g, num_threads=nt, out=out)
+
+    def call():
+        msg = "^" + re.escape(index_error_message(bad[0], bad[1], n_full)) + "$"
+        with pytest.raises(IndexError, match=msg):
+            grad(rim, g, num_threads=nt, out=out)
+
+    assert_path(call, rim, n_full, nt)
     return bad[0]
 
 
@@ -210,7 +221,8 @@ def case_last_two_swapped(rng):
 
 def case_middle_swapped(rng):
     rim = _subset(rng, 40_000, 26_000)
-    a, b = 13_001, 16_003  # not on the screen's sample grid (multiples of 26_000 // 256)
+    a, b = 13_001, 16_003  # not on the screen's sample grid (multiples of 26_000 // SCREEN)
+    assert a % (26_000 // SCREEN) and b % (26_000 // SCREEN)
     assert rim[a] // BLOCK != rim[b] // BLOCK
     rim[[a, b]] = rim[[b, a]]
     return rim, 40_000, False
@@ -238,7 +250,7 @@ def case_reversed(rng):
 
 def case_head_sorted_then_shuffled(rng):
     s = _subset(rng, 40_000, 26_000)
-    return np.concatenate([s[:256], rng.permutation(s[256:])]), 40_000, False
+    return np.concatenate([s[:SCREEN], rng.permutation(s[SCREEN:])]), 40_000, False
 
 
 def case_skip_blocks(rng):
@@ -255,13 +267,13 @@ def case_skip_blocks_shuffled_within(rng):
 
 
 def case_only_last_block_partial(rng):
-    n_full = 16 * BLOCK + 5
-    return _sorted_dups(rng, n_full, 3_000, lo=16 * BLOCK), n_full, True
+    n_full = MAX_WINDOW * BLOCK + 5  # the last block opens a second window
+    return _sorted_dups(rng, n_full, 3_000, lo=MAX_WINDOW * BLOCK), n_full, True
 
 
 def case_only_last_block_full(rng):
-    n_full = 17 * BLOCK
-    return _sorted_dups(rng, n_full, 5_000, lo=16 * BLOCK), n_full, True
+    n_full = (MAX_WINDOW + 1) * BLOCK
+    return _sorted_dups(rng, n_full, 5_000, lo=MAX_WINDOW * BLOCK), n_full, True
 
 
 def case_only_first_block(rng):
@@ -305,12 +317,14 @@ def test_paths_agree(case, name):
 
 @pytest.mark.parametrize("name", PATH_DTYPES)
 @pytest.mark.parametrize(
-    "n_full", [4095, 4096, 4097, 5 * BLOCK, 5 * BLOCK + 7, 16 * BLOCK, 16 * BLOCK + 7]
+    "n_full",
+    [BLOCK - 1, BLOCK, BLOCK + 1, 5 * BLOCK, 5 * BLOCK + 7, MAX_WINDOW * BLOCK,
+     MAX_WINDOW * BLOCK + 7],
 )
 @pytest.mark.parametrize("shape", ["half_unique", "big_dups"])
 def test_block_boundaries(n_full, shape, name):
-    # big_dups: N > N_full and N + N_full >= 65536 (parallel; at most one thread per block,
-    # so one thread for N_full <= 4096 and two for 4097).
+    # big_dups: N > N_full and N + N_full >= SERIAL_BELOW (parallel; at most one thread per
+    # block, so one thread for N_full <= BLOCK and two for BLOCK + 1).
     rng = np.random.default_rng(n_full * 7 + len(shape))
     if shape == "half_unique":
         rim = _subset(rng, n_full, n_full // 2)
@@ -322,9 +336,11 @@ def test_block_boundaries(n_full, shape, name):
 
 
 @pytest.mark.parametrize("name", PATH_DTYPES)
-@pytest.mark.parametrize("n", [25_000, 25_535, 25_536, 26_000])
+@pytest.mark.parametrize(
+    "n", [25_000, SERIAL_BELOW - 40_000 - 1, SERIAL_BELOW - 40_000, 26_000]
+)
 def test_serial_threshold(n, name):
-    # N_full = 40_000: N + N_full straddles 65536, the smallest size run in parallel.
+    # N_full = 40_000: N + N_full straddles SERIAL_BELOW, the smallest size run in parallel.
     rng = np.random.default_rng(n)
     rim = _subset(rng, 40_000, n)
     g = make_grad(name, 40_000, rng)
@@ -334,8 +350,10 @@ def test_serial_threshold(n, name):
 @pytest.mark.parametrize("name", PATH_DTYPES)
 @pytest.mark.parametrize("style", ["sorted", "shuffled", "dups_shuffled"])
 def test_many_threads(style, name):
-    # 18 blocks: up to 18 threads; above 8 the marking path's threads share bitmaps.
+    # 18 blocks: up to 18 threads; past MAX_BITMAPS the marking path's threads share a byte
+    # array.
     n_full = 70_000
+    nb = -(-n_full // BLOCK)
     rng = np.random.default_rng(len(style))
     if style == "dups_shuffled":
         rim = rng.integers(0, n_full, size=90_000)
@@ -344,7 +362,8 @@ def test_many_threads(style, name):
         if style == "shuffled":
             rim = rng.permutation(rim)
     g = make_grad(name, n_full, rng)
-    run_paths(rim, g, rng, threads=(1, 7, 8, 9, 16, 17, 18, 64))
+    run_paths(rim, g, rng, threads=(1, MAX_BITMAPS - 1, MAX_BITMAPS, MAX_BITMAPS + 1, nb - 2,
+                                    nb - 1, nb, 64))
 
 
 @pytest.mark.parametrize(
@@ -503,18 +522,9 @@ def _slow_variants(rim, g):
         "map_swapped": (rim.astype(rim.dtype.newbyteorder()), g),
         "grad_strided": (rim, np.repeat(g, 2)[::2]),
         "map_strided": (np.repeat(rim, 2)[::2], g),
-        "map_readonly_unaligned": (_unaligned(rim, writeable=False), g),
+        "map_readonly_unaligned": (unaligned(rim, writeable=False), g),
         "num_threads_numpy_int": (rim, g),
     }
-
-
-def _unaligned(a, writeable=True):
-    buf = np.empty(a.nbytes + 1, dtype=np.uint8)
-    u = buf[1:].view(a.dtype)
-    u[...] = a
-    assert not u.flags.aligned or a.dtype.itemsize == 1
-    u.setflags(write=writeable)
-    return u
 
 
 SLOW_VARIANTS = sorted(_slow_variants(np.zeros(1, np.int64), np.zeros(1, np.float64)))
@@ -576,6 +586,14 @@ def test_out_equal_dtype_of_another_type_number_is_accepted():
     assert res.d_default_value == reference_grad(rim, g)[1]
 
 
+def test_sentinel_like_has_no_zero_byte():
+    # The out= tests below tell "left zero-filled" and "written" from the sentinel's bytes.
+    for dtype in (np.uint8, np.float32, np.complex128):
+        out = sentinel_like(7, dtype)
+        assert out.dtype == dtype and out.shape == (7,)
+        assert out.view(np.uint8).tolist() == [0xA5] * out.nbytes
+
+
 N_OUT = 700
 
 
@@ -599,7 +617,7 @@ def _bad_outs():
         "readonly": (ro, ValueError, "out must be writeable"),
         "strided": (np.zeros(2 * N_OUT, f4)[::2], ValueError, "out must be C-contiguous"),
         "reversed": (np.zeros(N_OUT, f4)[::-1], ValueError, "out must be C-contiguous"),
-        "unaligned": (_unaligned(np.zeros(N_OUT, f4)), ValueError,
+        "unaligned": (unaligned(np.zeros(N_OUT, f4)), ValueError,
                       "out must be C-contiguous and aligned"),
     }
 
@@ -761,9 +779,10 @@ def test_prefetch_modes(name, side):
         exact = g[mask].astype(np.float64).sum()
     expected = scalar_bits(np.asarray(exact).astype(name))
     for m in (shuffled, shuffled[: FAR_AHEAD // 2], shuffled[: FAR_AHEAD + 1]):
+        assert not is_block_ordered(m)  # the marking path, whatever the thread count
         want_sum = expected if m is shuffled else None
-        for nt in (1, 2, 9):
-            res = grad(m, g, num_threads=nt)
+        for nt in (1, 2, MAX_BITMAPS + 1):
+            res = assert_path(lambda: grad(m, g, num_threads=nt), m, n_full, nt)
             assert_bits_equal(res.d_values, g[m])
             if want_sum is not None:
                 assert scalar_bits(res.d_default_value) == want_sum, nt
@@ -781,7 +800,7 @@ def test_prefetch_far_out_of_range(where):
     rim = unordered(rng.integers(0, n_full, size=n_full // 2), rng)
     rim[where] = n_full + 10**9
     out = sentinel_like(rim.size, g.dtype)
-    for nt in (1, 2, 9):
+    for nt in (1, 2, MAX_BITMAPS + 1):
         expect_index_error(rim, g, n_full, nt)
         expect_index_error(rim, g, n_full, nt, out=out)
         assert not np.any(out.view(np.uint8))
@@ -814,7 +833,7 @@ def test_large_outputs(name, n):
     for label, m in (("sorted", rim), ("shuffled", rng.permutation(rim))):
         want = g[m]
         for nt in (1, 2):
-            res = grad(m, g, num_threads=nt)
+            res = assert_path(lambda: grad(m, g, num_threads=nt), m, n_full, nt)
             assert_bits_equal(res.d_values, want)
             assert scalar_bits(res.d_default_value) == expected_bits, (label, nt)
         if out is None:
@@ -846,7 +865,7 @@ def test_stream_threshold_float32(n):
     g = exact_grad("float32", n_full, rng)
     rim = rng.integers(0, n_full, size=n)
     for m in (np.sort(rim), rim):
-        res = grad(m, g, num_threads=2)
+        res = assert_path(lambda: grad(m, g, num_threads=2), m, n_full, 2)
         assert_bits_equal(res.d_values, g[m])
         exact = g[unreferenced(m, n_full)].astype(np.float64).sum()
         assert scalar_bits(res.d_default_value) == scalar_bits(np.float32(exact))
@@ -870,12 +889,12 @@ def block_ordered_maps(draw):
     elif size == "any":
         n_full = draw(st.integers(0, 30_000), label="n_full")
         n = draw(st.integers(0, 60_000), label="n")
-    elif size == "parallel":  # N + N_full >= 65536, several blocks per thread or one
+    elif size == "parallel":  # N + N_full >= SERIAL_BELOW, several blocks per thread or one
         n_full = draw(st.integers(2 * BLOCK + 1, 30_000), label="n_full")
         n = draw(st.integers(SERIAL_BELOW - n_full, 70_000), label="n")
     else:
-        n_full = draw(st.sampled_from([1, 4095, 4096, 4097, 2 * BLOCK, 2 * BLOCK + 1, 3 * BLOCK,
-                                       7 * BLOCK - 1, 30_000]), label="n_full")
+        n_full = draw(st.sampled_from([1, BLOCK - 1, BLOCK, BLOCK + 1, 2 * BLOCK, 2 * BLOCK + 1,
+                                       3 * BLOCK, 7 * BLOCK - 1, 30_000]), label="n_full")
         n = draw(st.integers(0, 70_000), label="n")
     if n_full == 0:
         n = 0
@@ -909,10 +928,10 @@ def test_property_block_ordered_maps(case, nt, name):
     assert is_block_ordered(rim)
     rng = np.random.default_rng(seed + 1)
     g = make_grad(name, n_full, rng)
-    res = grad(rim, g, num_threads=nt)
+    res = assert_path(lambda: grad(rim, g, num_threads=nt), rim, n_full, nt)  # the block walk
     check_result(res, rim, g)
     shuffled = unordered(rim, rng)
-    other = grad(shuffled, g, num_threads=nt)
+    other = assert_path(lambda: grad(shuffled, g, num_threads=nt), shuffled, n_full, nt)
     assert_bits_equal(other.d_values, reference_grad(shuffled, g)[0])
     assert scalar_bits(other.d_default_value) == scalar_bits(res.d_default_value)
     serial = grad(rim, g, num_threads=1)
@@ -961,7 +980,7 @@ def test_property_perturbed_block_ordered_maps(case, op, where, nt, name):
     m = m.astype(rim.dtype)
     note(f"perturbed block-ordered: {is_block_ordered(m)}")
     base = grad(rim, g, num_threads=1)
-    res = grad(m, g, num_threads=nt)
+    res = assert_path(lambda: grad(m, g, num_threads=nt), m, n_full, nt)
     assert_bits_equal(res.d_values, reference_grad(m, g)[0])
     assert scalar_bits(res.d_default_value) == scalar_bits(base.d_default_value)
     check_result(base, rim, g)
@@ -970,20 +989,33 @@ def test_property_perturbed_block_ordered_maps(case, op, where, nt, name):
 # ---------------------------------------------------------------------------------------------
 # Past MAX_BITMAPS threads: the marking path's shared byte array (no atomic read-modify-write)
 
-_K = sfer._grad._constants()
-MAX_BITMAPS = _K["MAX_BITMAPS"]
 MANY_THREADS = (MAX_BITMAPS, MAX_BITMAPS + 1, 16, 33, 64)
 
 
-def _path_of(rim, g, nt, **kwargs):
-    res = grad(rim, g, num_threads=nt, **kwargs)
-    return res, sfer._grad._last_path(), sfer._runtime._last_threads()
-
-
-def test_constants_match_this_file():
-    # The copies at the top of this file are what the tests aim at.
-    assert (_K["BLOCK"], _K["SERIAL_BELOW"], _K["STREAM_BYTES"], _K["FAR_BYTES"],
-            _K["FAR_AHEAD"]) == (BLOCK, SERIAL_BELOW, STREAM_BYTES, FAR_BYTES, FAR_AHEAD)
+def test_path_hook_and_its_helpers():
+    # The hook names each path, and the helpers that assert a path can fail: on the wrong
+    # path, and on a call that never reaches the kernel (N_full = 0 leaves the hook as it was).
+    n_full = (MAX_WINDOW + 1) * BLOCK
+    g = np.zeros(n_full, np.float32)
+    ordered = np.arange(0, n_full, 7)
+    shuffled = unordered(ordered, np.random.default_rng(0))
+    assert ran_path(lambda: grad(ordered, g, num_threads=1), unlike="bitmaps")[1] == "block_walk"
+    assert ran_path(lambda: grad(shuffled, g, num_threads=1))[1] == "bitmaps"
+    assert ran_path(lambda: grad(shuffled, g, num_threads=MAX_BITMAPS + 1))[1] == "bytes"
+    assert threads_used() == MAX_BITMAPS + 1
+    expect_path("block_walk", lambda: grad(ordered, g, num_threads=2))
+    assert_path(lambda: grad(shuffled, g, num_threads=2), shuffled, n_full, 2)
+    with pytest.raises(AssertionError, match="expected the bitmaps path"):
+        expect_path("bitmaps", lambda: grad(ordered, g, num_threads=2))
+    with pytest.raises(AssertionError, match="took the bitmaps path, expected block_walk"):
+        assert_path(lambda: grad(shuffled, g, num_threads=2), ordered, n_full, 2)
+    empty = np.zeros(0, np.float32)
+    for path in ("block_walk", "bitmaps"):
+        with pytest.raises(AssertionError, match="expected the"):
+            expect_path(path, lambda: grad(np.zeros(0, np.int64), empty))
+    for m in (ordered, shuffled):
+        with pytest.raises(AssertionError, match="the call took the"):
+            assert_path(lambda: grad(np.zeros(0, np.int64), empty), m, n_full, 2)
 
 
 @pytest.mark.parametrize("name", PATH_DTYPES + ("complex64",))
@@ -1003,8 +1035,8 @@ def test_byte_marks_past_max_bitmaps(style, name):
     g = make_grad(name, n_full, rng)
     first = None
     for nt in MANY_THREADS:
-        res, path, ran = _path_of(rim, g, nt)
-        assert ran == nt
+        res, path = ran_path(lambda: grad(rim, g, num_threads=nt))
+        assert threads_used() == nt
         assert path == ("bitmaps" if nt <= MAX_BITMAPS else "bytes"), (nt, path)
         if first is None:
             check_result(res, rim, g)
@@ -1027,9 +1059,10 @@ def test_byte_marks_out_of_range(mode, where):
     rim[rim.size * 3 // 4] = n_full + 10**9  # a later one, in another thread's slice
     out = sentinel_like(rim.size, g.dtype)
     for nt in MANY_THREADS:
+        want = "bitmaps" if nt <= MAX_BITMAPS else "bytes"
+        assert expected_path(rim, n_full, nt) == want  # what expect_index_error asserts
         expect_index_error(rim, g, n_full, nt)
         expect_index_error(rim, g, n_full, nt, out=out)
-        assert sfer._grad._last_path() == ("bitmaps" if nt <= MAX_BITMAPS else "bytes")
         assert not np.any(out.view(np.uint8))
         out.view(np.uint8)[...] = 0xA5
 
@@ -1044,7 +1077,7 @@ def test_byte_marks_with_out_and_streamed_output():
     want_d, want_sum = reference_grad(rim, g)  # exact: the values are multiples of 1/8
     out = sentinel_like(n, g.dtype)
     for nt in (16, 64):
-        res, path, _ = _path_of(rim, g, nt, out=out)
+        res, path = ran_path(lambda: grad(rim, g, num_threads=nt, out=out))
         assert path == "bytes"
         assert res.d_values is out
         assert_bits_equal(out, want_d)

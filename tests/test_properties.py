@@ -12,18 +12,11 @@ from hypothesis.extra import numpy as hnp
 
 import sfer
 from checks import assert_bits_equal, check_result
-from reference import (
-    BFLOAT16,
-    GRAD_DTYPES,
-    MAP_DTYPES,
-    first_bad,
-    index_error_message,
-    scalar_bits,
-)
+from helpers import ARRAY_LAYOUTS, AVAILABLE_GRAD_NAMES, BFLOAT16, MAP_NAMES, apply_layout
+from reference import first_bad, index_error_message, scalar_bits
 
 grad = sfer.sparse_fill_empty_rows_grad
 
-GRAD_NAMES = [d.name for d in GRAD_DTYPES] + (["bfloat16"] if BFLOAT16 is not None else [])
 MAX_N_FULL = 300
 F32_BOUND = float(np.float32(1e30))
 
@@ -54,7 +47,7 @@ def float_elements(dtype: np.dtype, special: bool):
 
 @st.composite
 def grad_arrays(draw, n_full: int):
-    name = draw(st.sampled_from(GRAD_NAMES))
+    name = draw(st.sampled_from(AVAILABLE_GRAD_NAMES))
     if name == "bfloat16":
         special = draw(st.booleans())
         f32 = draw(hnp.arrays(np.float32, n_full, elements=float_elements(np.dtype(np.float32), special)))
@@ -68,7 +61,7 @@ def grad_arrays(draw, n_full: int):
 
 def map_dtypes_for(n_full: int):
     """Integer dtypes able to hold n_full - 1."""
-    return [d for d in MAP_DTYPES if n_full <= 1 or np.iinfo(d).max >= n_full - 1]
+    return [d for d in MAP_NAMES if n_full <= 1 or np.iinfo(d).max >= n_full - 1]
 
 
 @st.composite
@@ -91,23 +84,7 @@ def valid_maps(draw, n_full: int):
     return np.sort(arr) if mode == "sorted" else arr
 
 
-def apply_layout(a: np.ndarray, layout: str) -> np.ndarray:
-    if layout == "reversed":
-        return np.ascontiguousarray(a[::-1])[::-1]
-    if layout == "strided":
-        out = np.empty(2 * a.shape[0], dtype=a.dtype)
-        out[::2] = a
-        return out[::2]
-    if layout == "byteswapped" and a.dtype.itemsize > 1 and a.dtype != BFLOAT16:
-        return a.astype(a.dtype.newbyteorder())
-    if layout == "readonly":
-        a = a.copy()
-        a.setflags(write=False)
-        return a
-    return a
-
-
-layouts = st.sampled_from(["plain", "reversed", "strided", "byteswapped", "readonly"])
+layouts = st.sampled_from(ARRAY_LAYOUTS)
 thread_counts = st.one_of(st.none(), st.integers(1, 4))
 
 
@@ -116,8 +93,8 @@ def test_matches_reference(data):
     n_full = data.draw(st.integers(0, MAX_N_FULL), label="n_full")
     g = data.draw(grad_arrays(n_full), label="grad_values")
     rim = data.draw(valid_maps(n_full), label="reverse_index_map")
-    g = apply_layout(g, data.draw(layouts, label="grad layout"))
-    rim = apply_layout(rim, data.draw(layouts, label="map layout"))
+    g = apply_layout(g, data.draw(layouts, label="grad layout"))[0]
+    rim = apply_layout(rim, data.draw(layouts, label="map layout"))[0]
     nt = data.draw(thread_counts, label="num_threads")
     note(f"g.dtype={g.dtype} rim.dtype={rim.dtype}")
     g_before, rim_before = g.copy(), rim.copy()
@@ -160,7 +137,7 @@ def invalid_maps(draw, n_full: int):
 def test_invalid_maps_raise_first_bad_j(data):
     n_full = data.draw(st.integers(0, 200), label="n_full")
     rim = data.draw(invalid_maps(n_full), label="reverse_index_map")
-    rim = apply_layout(rim, data.draw(layouts, label="map layout"))
+    rim = apply_layout(rim, data.draw(layouts, label="map layout"))[0]
     g = data.draw(grad_arrays(n_full), label="grad_values")
     bad = first_bad(rim, n_full)
     assert bad is not None
@@ -173,7 +150,7 @@ def test_invalid_maps_raise_first_bad_j(data):
 
 @given(
     n_full=st.integers(0, 50),
-    dtype=st.sampled_from([d.name for d in MAP_DTYPES]),
+    dtype=st.sampled_from(MAP_NAMES),
     data=st.data(),
 )
 def test_python_list_inputs_match_array_inputs(n_full, dtype, data):

@@ -10,16 +10,11 @@ import numpy as np
 import pytest
 
 import sfer
-from reference import BFLOAT16, scalar_bits
+from helpers import BFLOAT16, INEXACT_NAMES, dtype_of
+from reference import scalar_bits
 from sfer import reference
 
 grad = sfer.sparse_fill_empty_rows_grad
-
-REAL_FLOATS = ["float16", "float32"] + (["bfloat16"] if BFLOAT16 is not None else [])
-
-
-def resolve(name: str) -> np.dtype:
-    return BFLOAT16 if name == "bfloat16" else np.dtype(name)
 
 
 def test_public_api():
@@ -62,7 +57,7 @@ def _correctly_rounded(values: np.ndarray, dtype: np.dtype) -> float:
 @pytest.mark.parametrize("name", ["float16"] + (["bfloat16"] if BFLOAT16 is not None else []))
 def test_exact_sum_is_correctly_rounded(name, rng):
     """Random sums, many built to land near a tie of the format, against brute force."""
-    dtype = resolve(name)
+    dtype = dtype_of(name)
     for _ in range(300):
         n = int(rng.integers(1, 6))
         v = (rng.standard_normal(n) * 2.0 ** rng.integers(-8, 8, n)).astype(dtype)
@@ -99,10 +94,9 @@ def test_float64_sum_beyond_fsum():
     assert reference.error_bound(np.array([big, big, -big])) == math.inf  # no bound claimed
 
 
-@pytest.mark.parametrize("name", ["float16", "float32", "float64", "complex64", "complex128"]
-                         + (["bfloat16"] if BFLOAT16 is not None else []))
+@pytest.mark.parametrize("name", INEXACT_NAMES)
 def test_non_finite_sums_are_canonical(name):
-    dtype = resolve(name)
+    dtype = dtype_of(name)
     size = np.dtype(dtype).itemsize
     for values, want in (([1.0, np.nan, 2.0], "nan"), ([np.inf, -np.inf], "nan"),
                          ([np.inf, 1.0], np.inf), ([-np.inf, 1.0], -np.inf)):
@@ -149,12 +143,11 @@ def test_error_bound_terms():
     assert c.imag == 2.0**-149 + 2 * 5 * 2.0**-53 * 0  # r = 0: ulp(0) = smallest subnormal
 
 
-@pytest.mark.parametrize("name", ["float16", "float32", "float64", "complex64", "complex128"]
-                         + (["bfloat16"] if BFLOAT16 is not None else []))
+@pytest.mark.parametrize("name", INEXACT_NAMES)
 def test_sfer_is_within_the_bound_and_the_checks_bite(name, rng):
     """sfer's sum passes the reference's checks; one a little further off than the bound does
     not, nor do wrong d_values."""
-    dtype = resolve(name)
+    dtype = dtype_of(name)
     n_full = 50_000
     g = (rng.standard_normal(n_full) * 10.0 ** rng.uniform(-3, 3, n_full)).astype(dtype)
     if np.dtype(dtype).kind == "c":

@@ -29,7 +29,8 @@ import pytest
 import sfer
 import sfer._runtime
 from checks import check_result
-from reference import BFLOAT16, index_error_message
+from helpers import BFLOAT16, unaligned
+from reference import index_error_message
 
 grad = sfer.sparse_fill_empty_rows_grad
 
@@ -534,14 +535,6 @@ def _readonly_view(base, sl):
     return v
 
 
-def _unaligned(a):
-    raw = np.zeros(a.nbytes + 1, np.uint8)
-    v = raw[1:].view(a.dtype)
-    v[...] = a
-    v.setflags(write=False)
-    return v
-
-
 def _layouts():
     """name -> (rim, g, kwargs): read-only inputs on every path (valid maps)."""
     rng = np.random.default_rng(17)
@@ -562,7 +555,7 @@ def _layouts():
         "strided": (_readonly_view(np.repeat(rim, 2), slice(None, None, 2)),
                     _readonly_view(np.repeat(g, 3), slice(None, None, 3)), {}),
         "negative_stride": (_readonly(rim)[::-1], _readonly(g)[::-1], {}),
-        "unaligned": (_unaligned(rim), _unaligned(g), {}),
+        "unaligned": (unaligned(rim, writeable=False), unaligned(g, writeable=False), {}),
         "frombuffer_bytes": (np.frombuffer(rim.tobytes(), rim.dtype),
                              np.frombuffer(g.tobytes(), g.dtype), {}),
         "lists": (rim.tolist(), g.tolist(), {}),

@@ -57,43 +57,42 @@ import numpy as np
 import pytest
 
 import sfer
-
-try:
-    import ml_dtypes
-
-    BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
-except ImportError:  # pragma: no cover - ml_dtypes is a test requirement
-    BFLOAT16 = None
+from helpers import (
+    BFLOAT16,
+    BLOCK,
+    INEXACT_NAMES,
+    LANES,
+    MAX_BITMAPS,
+    MAX_WINDOW,
+    SERIAL_BELOW,
+    dtype_of,
+    expect_path,
+)
 
 grad = sfer.sparse_fill_empty_rows_grad
 
-BLOCK = 4096
-FLOAT_NAMES = ("float16", "bfloat16", "float32", "float64", "complex64", "complex128")
+FLOAT_NAMES = INEXACT_NAMES  # every float and complex dtype (bfloat16 tests skip without it)
 COMPENSATED_LANES = ("float64", "complex128")
-THREADS = (1, 2, 9)
+THREADS = (1, 2, MAX_BITMAPS + 1)
 CANONICAL_NAN = {"float16": 0x7E00, "bfloat16": 0x7FC0, "float32": 0x7FC00000,
                  "float64": 0x7FF8000000000000}
 PART = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32",
         "float64": "float64", "complex64": "float32", "complex128": "float64"}
 
-# Two sizes: 18 blocks (the last one partial) run in parallel; 8 blocks (N + N_full < 65536)
-# run serially in one window of the block walk, whatever the map's order.
+# Two sizes: 18 blocks (the last one partial) run in parallel, and on one thread take more
+# blocks than one window holds (so a shuffled map takes the marking path); 8 blocks
+# (N + N_full < SERIAL_BELOW) run serially in one window of the block walk, whatever the map's
+# order.  The asserts keep that true of the kernel's constants (N is about N_full / 3 here).
 LAYOUTS = {
     "parallel": dict(n_full=17 * BLOCK + 100, lane_block=9, blocks=(0, 5, 9, 14, 17)),
     "serial": dict(n_full=7 * BLOCK + 5, lane_block=2, blocks=(0, 2, 4, 6, 7)),
 }
-
-
-def dtype_of(name):
-    if name == "bfloat16":
-        if BFLOAT16 is None:
-            pytest.skip("bfloat16 needs ml_dtypes")
-        return BFLOAT16
-    return np.dtype(name)
+assert 2 * LAYOUTS["serial"]["n_full"] < SERIAL_BELOW <= LAYOUTS["parallel"]["n_full"]
+assert 8 <= MAX_WINDOW < 18
 
 
 def n_lanes(name):
-    return 4 if name.startswith("complex") else 8
+    return LANES // 2 if name.startswith("complex") else LANES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,21 +332,18 @@ def make_inputs(name, values, layout, seed=0):
 
 def check_runs(name, g, maps, expected, what, layout):
     """Run every map on every thread count; all must give ``expected`` bits."""
-    last_path = getattr(getattr(sfer, "_grad", None), "_last_path", None)
     bad = []
     for label, rim in maps.items():
         for nt in THREADS:
-            res = grad(rim, g, num_threads=nt)
+            # The paths these inputs are meant to cover (a serial build too: the thread count
+            # asked for picks the path).
+            want = ("block_walk" if label == "sorted" or layout == "serial"
+                    else "bytes" if nt > MAX_BITMAPS else "bitmaps")
+            res = expect_path(want, lambda: grad(rim, g, num_threads=nt))
             got = result_bits(name, res.d_default_value)
             if got != expected:
                 bad.append(f"{label} map, {nt} threads: got {[hex(b) for b in got]} "
                            f"({res.d_default_value!r}), expected {[hex(b) for b in expected]}")
-            if last_path is not None:
-                # The paths these inputs are meant to cover (a serial build too: the thread
-                # count asked for picks the path).
-                want = ("block_walk" if label == "sorted" or layout == "serial"
-                        else "bytes" if nt > 8 else "bitmaps")
-                assert last_path() == want, (what, label, nt, last_path())
     assert not bad, f"{what}:\n" + "\n".join(bad)
 
 
@@ -489,7 +485,7 @@ def wide_values(name, n_full, rng, density=0.5):
     def real():
         m = rng.random(ks.size) + 1.0
         x = np.ldexp(m, rng.integers(lo, hi + 1, size=ks.size)) * rng.choice([-1.0, 1.0], ks.size)
-        dt = BFLOAT16 if part == "bfloat16" else np.dtype(part)
+        dt = dtype_of(part)
         return x.astype(dt).astype(np.float64)  # representable in the dtype
 
     vals = real() + 1j * real() if name.startswith("complex") else real()

@@ -15,6 +15,7 @@ import pytest
 
 import sfer
 from checks import assert_bits_equal, check_sum
+from helpers import INEXACT_NAMES, dtype_of
 from reference import index_error_message, scalar_bits, unreferenced
 
 grad = sfer.sparse_fill_empty_rows_grad
@@ -45,11 +46,7 @@ def big_maps():
 
 def big_values(name):
     rng = np.random.default_rng(99)
-    if name == "bfloat16":
-        ml_dtypes = pytest.importorskip("ml_dtypes")
-        dtype = np.dtype(ml_dtypes.bfloat16)
-    else:
-        dtype = np.dtype(name)
+    dtype = dtype_of(name)
     if dtype.kind in "iu":
         return rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, size=N_FULL, dtype=dtype)
     vals = rng.standard_normal(N_FULL) * 10.0 ** rng.uniform(-4, 4, size=N_FULL)
@@ -232,14 +229,11 @@ def test_threadpoolctl_openmp_limit_keeps_results():
     assert_bits_equal(res.d_values, expected.d_values)
 
 
-@pytest.mark.parametrize("name", ["float16", "bfloat16", "float32", "float64", "complex64", "complex128"])
+@pytest.mark.parametrize("name", INEXACT_NAMES)
 def test_nan_bits_independent_of_map_order_and_threads(name):
     """NaNs of both signs (and NaNs made by inf - inf) in the sum: the result's bits,
     NaN sign and payload included, must not depend on the map order or thread count."""
-    if name == "bfloat16":
-        dtype = np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
-    else:
-        dtype = np.dtype(name)
+    dtype = dtype_of(name)
     rng = np.random.default_rng(2024)
     specials = np.array([np.nan, -np.nan, np.inf, -np.inf])
     for n in (50, 73, 200, 5000, 300_000):
