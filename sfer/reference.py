@@ -73,6 +73,58 @@ Where the terms come from:
   not: ``error_bound`` is inf, and no bound is claimed.
 
 For ordinary data the second term is far below an ulp: the bound is about one ulp of the sum.
+
+The forward op
+--------------
+:func:`sparse_fill_empty_rows` is ``tf.raw_ops.SparseFillEmptyRows`` (TensorFlow's CPU
+kernel) in plain NumPy: the specification of the forward op, which returns a
+:class:`FillResult` ``(output_indices, output_values, empty_row_indicator,
+reverse_index_map)``:
+
+>>> r = reference.sparse_fill_empty_rows([[0, 1], [0, 3], [2, 0], [3, 1]], [1, 2, 3, 4],
+...                                      [5, 6], -1)
+>>> r.output_indices.tolist(), r.output_values.tolist()
+([[0, 1], [0, 3], [1, 0], [2, 0], [3, 1], [4, 0]], [1, 2, -1, 3, 4, -1])
+>>> r.empty_row_indicator.tolist(), r.reverse_index_map.tolist()
+([False, True, False, False, True], [0, 1, 3, 4])
+
+With ``dense_rows = dense_shape[0]``, the output holds one block per row ``0 .. dense_rows - 1``
+in increasing order.  The block of row ``r`` holds the input entries whose ``indices[i, 0]``
+is ``r`` in their input order (a stable grouping by row: columns 1.. are not sorted, and
+duplicate coordinates stay), or, if there are none, the one entry ``[r, 0, ..., 0]`` with
+``default_value``.  ``reverse_index_map[i]`` is the output position of input entry ``i``;
+``empty_row_indicator[r]`` is True where row ``r`` had no entry.  When no row is empty and the
+rows are non-decreasing (TensorFlow's fast path) the outputs equal the inputs and
+``reverse_index_map`` is ``0 .. N-1``; this module returns copies there (always new, writeable
+arrays; the compiled op hands back read-only views where it can).
+
+The inputs are checked in four stages, each in the order of the arguments:
+
+1. conversion: each input through ``np.asarray`` (``ValueError`` naming the argument if it
+   fails);
+2. dtypes (``TypeError``): ``indices`` and ``dense_shape`` need an integer dtype;
+   ``default_value`` must be of a kind NumPy casts to ``values``' dtype with
+   ``casting="same_kind"`` (bytes for ``S`` values, str for ``U`` and StringDType values,
+   datetime64 or str for datetime64, a same-layout record or a tuple for structured values,
+   the same layout for raw ``V`` bytes, anything for object values);
+3. shapes, in TensorFlow's order (``ValueError``): ``dense_shape`` is a vector, ``indices`` a
+   matrix, ``values`` a vector, ``len(values) == indices.shape[0]``, ``len(dense_shape) ==
+   indices.shape[1]``, ``default_value`` a scalar, ``dense_shape`` not empty;
+4. values: ``default_value`` fits ``values``' dtype (``ValueError``: an integer out of range,
+   a finite number that overflows to inf, a datetime that loses precision; never a silent
+   wrap), ``dense_shape[0] >= 0`` (``ValueError``), and every row ``indices[i, 0]`` in
+   ``[0, dense_rows)`` (``IndexError`` naming the first bad ``i``: ``indices[i, 0] = v is out
+   of range [0, dense_rows)``; so ``dense_rows == 0`` with ``N > 0`` is an ``IndexError`` for
+   ``i = 0``).  Columns 1.. are never checked: they pass through as they are (converted to
+   int64; a uint64 entry above int64's maximum keeps its bits, i.e. wraps).
+
+Dtypes: ``output_indices`` and ``reverse_index_map`` are int64, ``empty_row_indicator`` bool.
+``output_values`` has ``values``' dtype in native byte order, whatever the path, except for
+``S`` and ``U`` values, whose output dtype is ``np.result_type(values, default_value)``: a
+longer default widens it instead of being truncated.  Values of every dtype are copied bit
+for bit (NaN payloads, -0.0; object arrays copy the references, and a non-array
+``default_value`` of object values is stored as that very object).  ``default_value`` is
+converted to the output dtype by NumPy (floats round to nearest).
 """
 
 from __future__ import annotations
@@ -80,7 +132,7 @@ from __future__ import annotations
 import itertools
 import math
 from fractions import Fraction
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -89,9 +141,11 @@ from sfer._validate import as_vector as _as_vector  # the one conversion rule of
 from sfer._result import GradResult
 
 __all__ = [
+    "FillResult",
     "error_bound",
     "exact_sum",
     "mismatches",
+    "sparse_fill_empty_rows",
     "sparse_fill_empty_rows_grad",
     "sum_mismatch",
     "unreferenced",
@@ -462,3 +516,271 @@ def _part_mismatch(a: float, values: np.ndarray, fmt: _Format, dtype: np.dtype,
         return None
     return (f"sum {a!r} differs from the correctly rounded {r!r} by {float(err)!r} > error "
             f"bound {float(bound)!r} ({dtype.name}, n={values.size})")
+
+
+# ========================================================================== the forward op
+#
+# tf.raw_ops.SparseFillEmptyRows, the specification of sfer.sparse_fill_empty_rows (see "The
+# forward op" in the module's documentation).
+
+
+# FillResult moves to sfer/_result.py (next to GradResult) when the compiled op lands.
+class FillResult(NamedTuple):
+    """The four outputs of ``SparseFillEmptyRows``."""
+
+    output_indices: np.ndarray
+    """int64, shape ``(N_full, R)``: the input's indices grouped by row, one ``[r, 0, ..., 0]``
+    in each empty row ``r``."""
+    output_values: np.ndarray
+    """shape ``(N_full,)``: the input's values in the same places, ``default_value`` in the
+    empty rows."""
+    empty_row_indicator: np.ndarray
+    """bool, shape ``(dense_shape[0],)``: True where the row had no entry."""
+    reverse_index_map: np.ndarray
+    """int64, shape ``(N,)``: the output position of each input entry."""
+
+
+def sparse_fill_empty_rows(indices: Any, values: Any, dense_shape: Any,
+                           default_value: Any) -> FillResult:
+    """``tf.raw_ops.SparseFillEmptyRows`` in plain NumPy: ``FillResult(output_indices,
+    output_values, empty_row_indicator, reverse_index_map)``.
+
+    ``indices`` ``[N, R]`` and ``dense_shape`` ``[R]`` of any integer dtype, ``values``
+    ``[N]`` of any dtype, ``default_value`` a scalar that fits ``values``' dtype.  The inputs
+    are never modified, and every output is a new array (also on the fast path).  See the
+    module's documentation for the rules, the dtypes and the errors.
+    """
+    idx, vals, shape, default, out_dtype = _fill_inputs(indices, values, dense_shape,
+                                                        default_value)
+    n, rank = idx.shape
+    dense_rows = int(shape[0])
+    rows = _checked_rows(idx, dense_rows)  # int64, every one in [0, dense_rows)
+    indices64 = idx.astype(np.int64)  # columns 1.. pass through unchecked
+    vals = vals.astype(out_dtype)  # a copy, bit for bit (only S/U may widen)
+
+    counts = np.bincount(rows, minlength=dense_rows)  # entries per row
+    empty_row_indicator = counts == 0
+
+    # TensorFlow's fast path: the output is the input.  (The general path below gives the
+    # same result here; this only says so.)
+    if not empty_row_indicator.any() and bool(np.all(rows[1:] >= rows[:-1])):
+        return FillResult(indices64, vals, empty_row_indicator, np.arange(n, dtype=np.int64))
+
+    # Every row gets a block of max(count, 1) output positions, the blocks in row order.
+    block_sizes = np.maximum(counts, 1)
+    block_starts = np.cumsum(block_sizes) - block_sizes  # first output position of each row
+    n_full = int(block_sizes.sum())
+
+    # Entry i goes to its row's block, after the entries of that row with a lower i.
+    order = np.argsort(rows, kind="stable")  # the entries grouped by row, input order kept
+    row_of = rows[order]
+    first_in_sorted = np.cumsum(counts) - counts  # where each row's group starts in ``order``
+    rank_in_row = np.arange(n, dtype=np.int64) - first_in_sorted[row_of]
+    reverse_index_map = np.empty(n, dtype=np.int64)
+    reverse_index_map[order] = block_starts[row_of] + rank_in_row
+
+    empty_rows = np.flatnonzero(empty_row_indicator)
+    default_positions = block_starts[empty_rows]
+
+    output_indices = np.zeros((n_full, rank), dtype=np.int64)
+    output_indices[reverse_index_map] = indices64
+    output_indices[default_positions, 0] = empty_rows  # [r, 0, ..., 0]
+
+    output_values = np.empty(n_full, dtype=out_dtype)
+    output_values[reverse_index_map] = vals
+    output_values[default_positions] = default  # a 0-d array: objects stay one reference
+    return FillResult(output_indices, output_values, empty_row_indicator, reverse_index_map)
+
+
+# ------------------------------------------------------------------ the forward op's checks
+
+
+def _fill_inputs(indices: Any, values: Any, dense_shape: Any, default_value: Any
+                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.dtype]:
+    """The inputs as arrays, checked in the documented stages, and the output values' dtype;
+    ``default_value`` comes back as a 0-d array of that dtype."""
+    # 1. conversion
+    idx = _as_array(indices, "indices", empty_dtype=np.int64)
+    vals = _as_array(values, "values")
+    shape = _as_array(dense_shape, "dense_shape", empty_dtype=np.int64)
+    default = _default_as_array(default_value, vals.dtype)
+
+    # 2. dtypes
+    for arr, name in ((idx, "indices"), (shape, "dense_shape")):
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"{name} must have an integer dtype, got {arr.dtype}")
+    out_dtype = _check_default_kind(default, vals.dtype)
+
+    # 3. shapes, in TensorFlow's order
+    if shape.ndim != 1:
+        raise ValueError(f"dense_shape must be a vector (1-D), got shape {shape.shape}")
+    if idx.ndim != 2:
+        raise ValueError(f"indices must be a matrix (2-D, [N, R]), got shape {idx.shape}")
+    if vals.ndim != 1:
+        raise ValueError(f"values must be a vector (1-D), got shape {vals.shape}")
+    if vals.shape[0] != idx.shape[0]:
+        raise ValueError(f"values has length {vals.shape[0]} but indices has shape "
+                         f"{idx.shape}: len(values) must equal indices.shape[0]")
+    if shape.shape[0] != idx.shape[1]:
+        raise ValueError(f"dense_shape has length {shape.shape[0]} but indices has shape "
+                         f"{idx.shape}: len(dense_shape) must equal indices.shape[1]")
+    if default.ndim != 0:
+        raise ValueError(f"default_value must be a scalar, got shape {default.shape}")
+    if shape.shape[0] == 0:
+        raise ValueError("dense_shape must not be empty, got shape (0,)")
+
+    # 4. values (the rows are checked by _checked_rows)
+    default = _check_default_fits(default, out_dtype)
+    if int(shape[0]) < 0:
+        raise ValueError(f"dense_shape[0] must be >= 0, got {int(shape[0])} "
+                         f"(dense_shape = {shape.tolist()})")
+    return idx, vals, shape, default, out_dtype
+
+
+def _as_array(obj: Any, name: str, *, empty_dtype: Any = None) -> np.ndarray:
+    """``obj`` as an ndarray (ValueError naming ``name`` if NumPy cannot convert it).  An empty
+    sequence becomes ``empty_dtype`` when given ([] is an empty index list, not a float one)."""
+    if isinstance(obj, np.ndarray):
+        return obj
+    try:
+        arr = np.asarray(obj)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+    if empty_dtype is not None and arr.size == 0 and arr.dtype.kind not in "iu":
+        arr = arr.astype(empty_dtype)
+    return arr
+
+
+def _default_as_array(default_value: Any, values_dtype: np.dtype) -> np.ndarray:
+    """``default_value`` as an array, not yet converted to ``values_dtype``.  For object values
+    a non-array default is one object (stored by reference); for structured values a tuple is
+    a record of ``values_dtype``."""
+    if isinstance(default_value, np.ndarray):
+        return default_value
+    if values_dtype.kind == "O":
+        holder = np.empty((), dtype=object)
+        holder[()] = default_value
+        return holder
+    try:
+        if values_dtype.names is not None and isinstance(default_value, tuple):
+            return np.array(default_value, dtype=values_dtype)
+        return np.asarray(default_value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValueError(f"default_value could not be converted to an array: {exc}") from None
+
+
+def _is_python_int(default: np.ndarray) -> bool:
+    """True for the object array np.asarray makes of a Python int beyond 64 bits."""
+    return (default.dtype.kind == "O" and default.ndim == 0
+            and isinstance(default[()], int) and not isinstance(default[()], bool))
+
+
+def _check_default_kind(default: np.ndarray, values_dtype: np.dtype) -> np.dtype:
+    """The output values' dtype; TypeError naming default_value if its kind cannot become
+    ``values_dtype`` (stage 2: by dtype, whatever its shape)."""
+    vk, dk = values_dtype.kind, default.dtype.kind
+    out = _native(values_dtype)
+    casting = "same_kind"
+    if vk == "O":
+        return out
+    if vk in "SU":
+        if dk != vk:
+            want = "bytes" if vk == "S" else "str"
+            raise TypeError(f"default_value must be {want} for values of dtype {values_dtype}, "
+                            f"got dtype {default.dtype}")
+        return np.result_type(values_dtype, default.dtype)  # the wider: nothing truncated
+    if vk == "T":  # NumPy 2's StringDType
+        ok = dk in "UT"
+    elif vk == "M":
+        ok = dk in "MU"  # a datetime64, or a str NumPy parses
+    elif issubclass(values_dtype.type, np.void):  # structured or raw bytes: the same layout
+        casting = "equiv"
+        ok = np.can_cast(default.dtype, values_dtype, casting=casting)
+    elif vk in "iu" and (dk in "biu" or _is_python_int(default)):
+        ok = True  # any integer: its value is checked (signed to unsigned is not same_kind)
+    elif _is_python_int(default):
+        ok = np.can_cast(np.int64, values_dtype, casting="same_kind")
+    else:
+        ok = np.can_cast(default.dtype, values_dtype, casting="same_kind")
+    if not ok:
+        shown = "int" if _is_python_int(default) else str(default.dtype)
+        raise TypeError(f"default_value has dtype {shown}, which does not convert to values' "
+                        f"dtype {values_dtype} (NumPy's casting={casting!r} rules)")
+    return out
+
+
+def _check_default_fits(default: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
+    """The scalar ``default`` converted to ``out_dtype`` (a 0-d array); ValueError naming
+    default_value if its value does not fit (stage 4)."""
+    x = default[()]
+    if default.dtype.kind in "biufc":
+        x = x.item()  # shown as a Python number in messages
+    if out_dtype.kind == "O":
+        return default if default.dtype.kind == "O" else default.astype(object)
+    if out_dtype.kind in "iu":
+        v = int(x)  # bool, integer or Python int: exact
+        info = np.iinfo(out_dtype)
+        if not info.min <= v <= info.max:
+            raise ValueError(f"default_value = {v} does not fit in values' dtype {out_dtype} "
+                             f"(range [{info.min}, {info.max}])")
+        return np.array(v, dtype=out_dtype)
+    if _is_python_int(default):  # beyond 64 bits, to a float or complex dtype
+        try:
+            default = np.array(float(x))
+        except OverflowError:
+            raise ValueError(f"default_value = {x} overflows values' dtype {out_dtype}") from None
+    if out_dtype.kind == "M" and default.dtype.kind == "U":
+        try:
+            default = default.astype("M8")  # parsed by NumPy, in its own unit
+        except ValueError as exc:
+            raise ValueError(f"default_value = {x!r} is not a datetime64: {exc}") from None
+    with np.errstate(all="ignore"):
+        converted = default.astype(out_dtype)
+    if out_dtype.kind in "fc" or _is_float_like(out_dtype):
+        if _finite(default) and not _finite(converted):
+            raise ValueError(f"default_value = {x!r} overflows values' dtype {out_dtype}")
+    elif out_dtype.kind in "Mm" or (out_dtype.kind == "V"
+                                    and not issubclass(out_dtype.type, np.void)):
+        # datetimes (a unit may lose precision or overflow) and the other dtypes NumPy does
+        # not know (e.g. ml_dtypes' small integers): the value must come back unchanged
+        with np.errstate(all="ignore"):
+            back = converted.astype(default.dtype)
+        same = bool(back == default) or (out_dtype.kind in "Mm" and bool(
+            np.isnat(back) and np.isnat(default)))
+        if not same:
+            raise ValueError(f"default_value = {x!r} does not fit in values' dtype "
+                             f"{out_dtype} (it would become {converted[()]!r})")
+    return converted
+
+
+def _is_float_like(dtype: np.dtype) -> bool:
+    """bfloat16 and the other floats NumPy does not know by kind (ml_dtypes' floats: kind "V"
+    but no np.void, and they cast safely to float64 but not to int64)."""
+    return (dtype.kind == "V" and not issubclass(dtype.type, np.void)
+            and bool(np.can_cast(dtype, np.float64, casting="safe"))
+            and not np.can_cast(dtype, np.int64, casting="safe"))
+
+
+def _finite(a: np.ndarray) -> bool:
+    """Whether a 0-d bool, integer or float/complex array (bfloat16 included) is finite."""
+    if a.dtype.kind in "biu":
+        return True
+    if a.dtype.kind in "fc":
+        return bool(np.isfinite(a))
+    return bool(np.isfinite(a.astype(np.float64)))  # bfloat16 and friends
+
+
+def _checked_rows(idx: np.ndarray, dense_rows: int) -> np.ndarray:
+    """Column 0 of ``idx`` as int64; IndexError naming the first entry outside
+    ``[0, dense_rows)``."""
+    rows = idx[:, 0]
+    if rows.dtype.kind == "u":  # compared as uint64: entries may exceed int64's maximum
+        bad = rows.astype(np.uint64) >= np.uint64(dense_rows)
+    else:
+        r = rows.astype(np.int64)
+        bad = (r < 0) | (r >= min(dense_rows, np.iinfo(np.int64).max))
+    first = np.flatnonzero(bad)
+    if first.size:
+        i = int(first[0])
+        raise IndexError(f"indices[{i}, 0] = {int(rows[i])} is out of range [0, {dense_rows})")
+    return rows.astype(np.int64)

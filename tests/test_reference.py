@@ -20,9 +20,11 @@ grad = sfer.sparse_fill_empty_rows_grad
 def test_public_api():
     assert sfer.reference is reference
     assert "reference" in sfer.__all__
-    assert set(reference.__all__) == {"error_bound", "exact_sum", "mismatches",
-                                      "sparse_fill_empty_rows_grad", "sum_mismatch",
-                                      "unreferenced"}
+    assert set(reference.__all__) == {"FillResult", "error_bound", "exact_sum", "mismatches",
+                                      "sparse_fill_empty_rows", "sparse_fill_empty_rows_grad",
+                                      "sum_mismatch", "unreferenced"}
+    for name in reference.__all__:
+        assert hasattr(reference, name), name
 
 
 def test_readme_example():
