@@ -124,8 +124,9 @@ def _extension(name):
     )
 
 
-# _runtime: the process-wide state every op shares; _grad: the SparseFillEmptyRowsGrad op.
-extensions = [_extension("_runtime"), _extension("_grad")]
+# _runtime: the process-wide state every op shares; _grad: the SparseFillEmptyRowsGrad op;
+# _fill: the SparseFillEmptyRows op.
+extensions = [_extension("_runtime"), _extension("_grad"), _extension("_fill")]
 
 setup(
     ext_modules=cythonize(

@@ -23,17 +23,20 @@ except ModuleNotFoundError as _exc:  # pragma: no cover - exercised in a subproc
         "source tree, build in place with `python setup.py build_ext --inplace`."
     ) from None
 from sfer import _threads, reference
-from sfer._result import GradResult
+from sfer._fill import sparse_fill_empty_rows
+from sfer._result import FillResult, GradResult
 from sfer._threads import get_num_threads
 from sfer._version import __version__
 
 _threads._record_start_max_threads()  # OpenMP's thread count at start-up (see sfer._threads)
 
 __all__ = [
+    "FillResult",
     "GradResult",
     "__version__",
     "get_num_threads",
     "openmp_enabled",
     "reference",
+    "sparse_fill_empty_rows",
     "sparse_fill_empty_rows_grad",
 ]

@@ -1,4 +1,4 @@
-"""The result type of sfer's functions (its own module: the compiled core imports it)."""
+"""The result types of sfer's functions (its own module: the compiled core imports it)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["GradResult"]
+__all__ = ["FillResult", "GradResult"]
 
 
 class GradResult(NamedTuple):
@@ -16,3 +16,18 @@ class GradResult(NamedTuple):
     """``grad_values[reverse_index_map]``: shape ``(N,)``, ``grad_values``' dtype."""
     d_default_value: Any
     """The sum of the unreferenced ``grad_values``: a NumPy scalar of ``grad_values``' dtype."""
+
+
+class FillResult(NamedTuple):
+    """The four outputs of :func:`sfer.sparse_fill_empty_rows` (``SparseFillEmptyRows``)."""
+
+    output_indices: np.ndarray
+    """int64, shape ``(N_full, R)``: the input's indices grouped by row, one ``[r, 0, ..., 0]``
+    in each empty row ``r``."""
+    output_values: np.ndarray
+    """shape ``(N_full,)``: the input's values in the same places, ``default_value`` in the
+    empty rows."""
+    empty_row_indicator: np.ndarray
+    """bool, shape ``(dense_shape[0],)``: True where the row had no entry."""
+    reverse_index_map: np.ndarray
+    """int64, shape ``(N,)``: the output position of each input entry."""

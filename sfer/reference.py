@@ -132,13 +132,13 @@ from __future__ import annotations
 import itertools
 import math
 from fractions import Fraction
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
 from sfer import _dtypes
 from sfer._validate import as_vector as _as_vector  # the one conversion rule of the op
-from sfer._result import GradResult
+from sfer._result import FillResult, GradResult
 
 __all__ = [
     "FillResult",
@@ -522,22 +522,6 @@ def _part_mismatch(a: float, values: np.ndarray, fmt: _Format, dtype: np.dtype,
 #
 # tf.raw_ops.SparseFillEmptyRows, the specification of sfer.sparse_fill_empty_rows (see "The
 # forward op" in the module's documentation).
-
-
-# FillResult moves to sfer/_result.py (next to GradResult) when the compiled op lands.
-class FillResult(NamedTuple):
-    """The four outputs of ``SparseFillEmptyRows``."""
-
-    output_indices: np.ndarray
-    """int64, shape ``(N_full, R)``: the input's indices grouped by row, one ``[r, 0, ..., 0]``
-    in each empty row ``r``."""
-    output_values: np.ndarray
-    """shape ``(N_full,)``: the input's values in the same places, ``default_value`` in the
-    empty rows."""
-    empty_row_indicator: np.ndarray
-    """bool, shape ``(dense_shape[0],)``: True where the row had no entry."""
-    reverse_index_map: np.ndarray
-    """int64, shape ``(N,)``: the output position of each input entry."""
 
 
 def sparse_fill_empty_rows(indices: Any, values: Any, dense_shape: Any,

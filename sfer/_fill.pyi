@@ -1,0 +1,13 @@
+# Stub for the compiled module sfer._fill (checked against the build by mypy.stubtest in ci/test.sh).
+from typing import Any
+
+from sfer._result import FillResult
+
+def sparse_fill_empty_rows(
+    indices: Any,
+    values: Any,
+    dense_shape: Any,
+    default_value: Any,
+    *,
+    num_threads: int | None = None,
+) -> FillResult: ...
