@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import sfer
+import sfer._fill
 import sfer._grad
 import sfer._runtime
 from reference import index_error_message, reference_grad, scalar_bits
@@ -33,7 +34,7 @@ def test_imported_from_installed_package_not_checkout():
         f"sfer was imported from the source tree ({pkg}); the tests must run "
         f"against the installed wheel"
     )
-    for module in (sfer._grad, sfer._runtime):
+    for module in (sfer._grad, sfer._fill, sfer._runtime):
         path = Path(module.__file__).resolve()
         assert not path.is_relative_to(REPO_ROOT), path
         assert path.parent == PKG_DIR
@@ -59,7 +60,7 @@ def test_typing_files_installed():
 def test_distribution_files_listed():
     files = {str(f).replace("\\", "/") for f in importlib.metadata.files("sfer") or []}
     assert "sfer/py.typed" in files
-    for name in ("_grad", "_runtime"):
+    for name in ("_grad", "_fill", "_runtime"):
         assert f"sfer/{name}.pyi" in files
         assert any(f.startswith(f"sfer/{name}.") and f.endswith((".so", ".pyd")) for f in files)
     # the sources an sdist-less rebuild or a cimport needs travel too
