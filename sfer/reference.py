@@ -694,6 +694,7 @@ def _check_default_kind(default: np.ndarray, values_dtype: np.dtype) -> np.dtype
     elif vk == "M":
         ok = dk in "MU"  # a datetime64, or a str NumPy parses
     elif issubclass(values_dtype.type, np.void):  # structured or raw bytes: the same layout
+        casting = "equiv"  # named in the error message below
         ok = np.can_cast(default.dtype, values_dtype, casting="equiv")
     elif vk in "iu" and (dk in "biu" or _is_python_int(default)):
         ok = True  # any integer: its value is checked (signed to unsigned is not same_kind)
