@@ -607,6 +607,16 @@ def ensure_parent(path: str) -> None:
     os.makedirs(parent, exist_ok=True)
 
 
+def save_figure(fig: Any, plt: Any, path: str, title: str) -> None:
+    """Title, lay out and write a figure of either plot, then close it."""
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    ensure_parent(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    progress(f"plot written to {path}")
+
+
 def plot(path: str, rows: List[Row], maps: Sequence[str], dtypes: Sequence[str],
          copy_gbs: Dict[str, float], info: Dict[str, Any]) -> None:
     """Throughput vs N_full, one subplot per (map, dtype), one line per impl/thread count."""
@@ -646,13 +656,8 @@ def plot(path: str, rows: List[Row], maps: Sequence[str], dtypes: Sequence[str],
             ax.set_ylabel("throughput (elements of N_full / s)")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize="small")
-    fig.suptitle(f"sfer {info['sfer']} SparseFillEmptyRowsGrad — {info['cpu_model']}, "
-                 f"{info['usable_cpus']} CPUs", fontsize="medium")
-    fig.tight_layout()
-    ensure_parent(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    progress(f"plot written to {path}")
+    save_figure(fig, plt, path, f"sfer {info['sfer']} SparseFillEmptyRowsGrad — "
+                f"{info['cpu_model']}, {info['usable_cpus']} CPUs")
 
 
 # --------------------------------------------------------------------------------------------
@@ -899,13 +904,8 @@ def plot_scaling(path: str, cases: List[Dict[str, Any]], rows: List[Row],
         ax.set_ylabel("time per call (ms)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
-    fig.suptitle(f"sfer {info['sfer']} thread scaling — {info['cpu_model']}, "
-                 f"{info['usable_cpus']} CPUs", fontsize="medium")
-    fig.tight_layout()
-    ensure_parent(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    progress(f"plot written to {path}")
+    save_figure(fig, plt, path, f"sfer {info['sfer']} thread scaling — {info['cpu_model']}, "
+                f"{info['usable_cpus']} CPUs")
 
 
 def replot_scaling(json_path: str, plot_path: str) -> int:
