@@ -1,36 +1,69 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The forward op, SparseFillEmptyRows: its kernel and entry point (private: call
+"""The forward op, SparseFillEmptyRows: its kernels and entry point (private: call
 ``sfer.sparse_fill_empty_rows``).
 
-The kernel groups the entries by row in a stable way (a counting sort): each thread counts the
-rows of its contiguous slice of entries, the counts become, row by row, each thread's first
-output position in that row, and each thread then places its entries in input order.  So the
-output does not depend on the thread count.  Extra memory: ``threads x dense_rows`` int64
-counters, plus ``dense_rows`` int64 block starts.
+Every call first scans column 0 of ``indices`` (in parallel, each thread a contiguous slice of
+entries): it checks the rows, learns whether they never decrease, and counts the distinct rows.
+Then one of three paths places the entries; none depends on the thread count:
 
-The inputs' rules (conversion, dtypes, shapes in TensorFlow's order, ``default_value``) are
-those of ``sfer.reference.sparse_fill_empty_rows``, which this module calls to check them.
+* ``"fast"``: rows sorted and no row empty.  The outputs are the (converted) inputs, handed
+  back as read-only views; only ``reverse_index_map`` (``0..N-1``) and
+  ``empty_row_indicator`` (all False) are written.
+* ``"sorted"``: rows sorted, some rows empty.  Entry ``i`` goes to ``i + E(row)``, ``E(row)``
+  the number of empty rows below its row, so each thread copies its slice as runs between
+  empty rows (``memcpy``), writing the default entries of the gaps it meets.  No counters.
+* ``"counting"``: rows not sorted.  A stable counting sort: each thread counts the rows of its
+  slice, the counts become, row by row, each thread's first output position in that row, and
+  each thread places its entries in input order.  Extra memory: ``threads x dense_rows``
+  int64 counters (fewer threads count when the counters would outweigh the outputs).
+
+The input rules (conversion, dtypes, shapes in TensorFlow's order, ``default_value``) are
+``sfer._fill_inputs``'s, shared with ``sfer.reference``; exact ndarrays in the common layouts
+and dtypes skip them (``fast_fill``), having nothing to convert and nothing to reject but rows.
 """
 
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.stdint cimport int64_t, uint8_t
-from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy
+from libc.math cimport isfinite
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
 
+from sfer._common cimport sfer_atomic_load, sfer_atomic_store
 from sfer._runtime cimport enter_call, leave_call, plan_threads
 
 import numpy as np
 
-from sfer import reference as _reference
+from sfer._fill_inputs import fill_inputs as _fill_inputs
 from sfer._grad import thread_request as _thread_request
 from sfer._result import FillResult
 
 cnp.import_array()
 
-cdef enum:
-    ERR_NOMEM = -2
+cdef extern from "numpy/arrayobject.h":
+    enum: NPY_HALF
+    # A view of the whole array with its own dtype and type (NULL, NULL).
+    object PyArray_View(cnp.ndarray, void *, void *)
 
+cdef object _tuple_new = tuple.__new__
+
+cdef enum:
+    PATH_FAST = 1
+    PATH_SORTED = 2
+    PATH_COUNTING = 3
+
+cdef int _last_path_code = 0   # the path of the latest call that reached one (a test hook)
+
+
+ctypedef struct slice_scan:
+    int64_t bad         # out: the first entry of the slice whose row is out of range, or -1
+    int64_t new_rows    # out: entries i of the slice with i == 0 or row(i) != row(i - 1)
+    int64_t down        # out: entries i of the slice with row(i) < row(i - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels (no GIL).  ind: int64 [n, rank], C order; vals: n items of `size` bytes (NULL when
+# NumPy places the values: object and StringDType); dflt: the default value's `size` bytes.
 
 cdef inline void copy_item(char *dst, const char *src, Py_ssize_t size) noexcept nogil:
     # dst: out.  One item of `size` bytes; the common sizes as fixed-size copies.
@@ -48,130 +81,428 @@ cdef inline void copy_item(char *dst, const char *src, Py_ssize_t size) noexcept
         memcpy(dst, src, size)
 
 
-cdef int64_t count_rows(const int64_t *ind, int64_t rank, int64_t dense_rows, int64_t i0,
-                        int64_t i1, int64_t *counts, uint8_t *sorted_) noexcept nogil:
-    # ind: in; counts, sorted_: out.  Counts the rows of entries i0 <= i < i1 into counts
-    # (dense_rows long, zeroed); sorted_[0] = whether their rows never decrease.  Returns the
-    # first i whose row is outside [0, dense_rows) (stopping there), or -1.
-    cdef int64_t i, r, prev = -1
-    cdef uint8_t ok = 1
+cdef inline void put_default(int64_t row, int64_t p, int64_t rank, const char *dflt,
+                             Py_ssize_t size, int64_t *out_ind, char *out_vals) noexcept nogil:
+    # out_ind, out_vals: out.  The default entry [row, 0, ..., 0] at output position p.
+    cdef int64_t k
+    out_ind[p * rank] = row
+    for k in range(1, rank):
+        out_ind[p * rank + k] = 0
+    if out_vals != NULL:
+        copy_item(out_vals + p * size, dflt, size)
+
+
+cdef void scan_slice(const int64_t *ind, int64_t rank, int64_t dense_rows, int64_t i0,
+                     int64_t i1, slice_scan *s) noexcept nogil:
+    # ind: in; s: out.  Scans the rows of entries i0 <= i < i1, each against the entry before
+    # it (the one before i0 too), without a branch per entry; the first bad entry, if any, is
+    # then found by a second look at the slice.
+    cdef int64_t i, r, prev = ind[(i0 - 1) * rank] if i0 > 0 else -1
+    cdef int64_t new_rows = 0, down = 0
+    cdef uint64_t bad = 0
     for i in range(i0, i1):
         r = ind[i * rank]
-        if r < 0 or r >= dense_rows:
-            return i
-        if r < prev:
-            ok = 0
+        bad |= <uint64_t>r >= <uint64_t>dense_rows
+        new_rows += r != prev
+        down += r < prev
         prev = r
-        counts[r] += 1
-    sorted_[0] = ok
-    return -1
+    s.new_rows = new_rows
+    s.down = down
+    s.bad = -1
+    if bad:
+        for i in range(i0, i1):
+            if <uint64_t>ind[i * rank] >= <uint64_t>dense_rows:
+                s.bad = i
+                break
 
 
-cdef void place_entries(const int64_t *ind, int64_t rank, const char *vals, Py_ssize_t size,
+cdef void place_sorted(const int64_t *ind, int64_t rank, const char *vals, Py_ssize_t size,
+                       const char *dflt, int64_t i0, int64_t i1, int64_t e, int64_t *out_ind,
+                       char *out_vals, int64_t *rim, uint8_t *empty) noexcept nogil:
+    # Sorted rows: places entries i0 <= i < i1 and the empty rows between the row of entry
+    # i0 - 1 (-1 for none) and the row of entry i1 - 1, and writes their empty flags.  e: in,
+    # the empty rows below the row of entry i0 - 1 (plus one).  Entry i goes to i + e, e
+    # growing at each gap; the entries between gaps are copied as runs.
+    cdef int64_t i, q, k, r, s = i0, prev = ind[(i0 - 1) * rank] if i0 > 0 else -1
+    for i in range(i0, i1):
+        r = ind[i * rank]
+        if r == prev:
+            continue
+        empty[r] = 0
+        if r > prev + 1:   # rows prev+1 .. r-1 are empty: the run before them goes first
+            copy_run(ind, rank, vals, size, s, i, e, out_ind, out_vals, rim)
+            for q in range(prev + 1, r):
+                put_default(q, i + e, rank, dflt, size, out_ind, out_vals)
+                empty[q] = 1
+                e += 1
+            s = i
+        prev = r
+    copy_run(ind, rank, vals, size, s, i1, e, out_ind, out_vals, rim)
+
+
+cdef inline void copy_run(const int64_t *ind, int64_t rank, const char *vals, Py_ssize_t size,
+                          int64_t i0, int64_t i1, int64_t e, int64_t *out_ind, char *out_vals,
+                          int64_t *rim) noexcept nogil:
+    # out_ind, out_vals, rim: out.  Entries i0 <= i < i1 to output positions i + e.
+    cdef int64_t i
+    if i1 <= i0:
+        return
+    memcpy(out_ind + (i0 + e) * rank, ind + i0 * rank, <size_t>((i1 - i0) * rank * 8))
+    if out_vals != NULL:
+        memcpy(out_vals + (i0 + e) * size, vals + i0 * size, <size_t>((i1 - i0) * size))
+    for i in range(i0, i1):
+        rim[i] = i + e
+
+
+cdef void count_rows(const int64_t *ind, int64_t rank, int64_t i0, int64_t i1,
+                     int64_t *counts) noexcept nogil:
+    # counts: in/out (zeroed).  Counts the rows of entries i0 <= i < i1 (checked already).
+    cdef int64_t i
+    for i in range(i0, i1):
+        counts[ind[i * rank]] += 1
+
+
+cdef void place_counted(const int64_t *ind, int64_t rank, const char *vals, Py_ssize_t size,
                         int64_t i0, int64_t i1, int64_t *next_pos, int64_t *out_ind,
                         char *out_vals, int64_t *rim) noexcept nogil:
-    # ind, vals: in; next_pos: in/out (this thread's next output position of each row);
-    # out_ind, out_vals, rim: out.  Places entries i0 <= i < i1 in input order.  vals NULL:
-    # the values are placed by the caller (object and other non-fixed-size dtypes).
-    cdef int64_t i, p, k
+    # next_pos: in/out (this thread's next output position in each row); out_ind, out_vals,
+    # rim: out.  Places entries i0 <= i < i1 in input order.
+    cdef int64_t i, p, k, r
     for i in range(i0, i1):
-        p = next_pos[ind[i * rank]]
-        next_pos[ind[i * rank]] = p + 1
+        r = ind[i * rank]
+        p = next_pos[r]
+        next_pos[r] = p + 1
         rim[i] = p
         for k in range(rank):
             out_ind[p * rank + k] = ind[i * rank + k]
-        if vals != NULL:
+        if out_vals != NULL:
             copy_item(out_vals + p * size, vals + i * size, size)
 
 
-cdef int64_t plan_rows(const int64_t *ind, int64_t n, int64_t rank, int64_t dense_rows,
-                       int nthreads, int64_t *counts, int64_t *starts, uint8_t *empty,
-                       int64_t *n_full, bint *fast) noexcept nogil:
-    # ind: in; counts ([nthreads, dense_rows], zeroed), starts, empty, n_full, fast: out.
-    # Counts each thread's rows, checks them, and lays the rows out: starts[r] is the first
-    # output position of row r (a block of max(count, 1) positions), counts[t, r] becomes the
-    # first position in row r of thread t's entries.  fast: no empty row and rows
-    # non-decreasing (then the outputs are the inputs).  Returns -1, the first bad i, or
-    # ERR_NOMEM.
-    cdef int64_t *bad = <int64_t *>malloc(nthreads * sizeof(int64_t))
-    cdef uint8_t *sorted_ = <uint8_t *>calloc(nthreads, 1)
-    cdef int64_t first_bad = -1, r, run, c, p, t64, b
-    cdef int t
-    cdef bint all_sorted = True, any_empty = False
-    if bad == NULL or sorted_ == NULL:
-        free(bad)
-        free(sorted_)
-        return ERR_NOMEM
-    for t in prange(nthreads, schedule='static', num_threads=nthreads):
-        bad[t] = count_rows(ind, rank, dense_rows, t * n // nthreads, (t + 1) * n // nthreads,
-                            &counts[t * dense_rows], &sorted_[t])
-    for t in range(nthreads):
-        if bad[t] >= 0 and (first_bad < 0 or bad[t] < first_bad):
-            first_bad = bad[t]
-        if not sorted_[t]:
-            all_sorted = False
-        b = t * n // nthreads   # the first entry of thread t's slice, against the one before
-        if t > 0 and 0 < b < n and ind[b * rank] < ind[(b - 1) * rank]:
-            all_sorted = False
-    free(bad)
-    free(sorted_)
-    if first_bad >= 0:
-        return first_bad
+cdef int64_t layout_counted(int64_t dense_rows, int nthreads, int64_t *counts, int64_t *starts,
+                            uint8_t *empty) noexcept nogil:
+    # counts [nthreads, dense_rows]: in, the rows' counts per thread; out, each thread's first
+    # output position in each row.  starts, empty: out.  Returns N_full.
+    cdef int64_t r, c, p, run = 0
+    cdef int64_t t
     for r in prange(dense_rows, schedule='static', num_threads=nthreads):
         c = 0
-        for t64 in range(nthreads):
-            c = c + counts[t64 * dense_rows + r]
+        for t in range(nthreads):
+            c = c + counts[t * dense_rows + r]
         starts[r] = c           # the row's total, for now
         empty[r] = c == 0
-    run = 0
     for r in range(dense_rows):
         c = starts[r]
         starts[r] = run
-        if c == 0:
-            any_empty = True
-            run += 1
-        else:
-            run += c
-    n_full[0] = run
-    fast[0] = all_sorted and not any_empty
-    if not fast[0]:
-        for r in prange(dense_rows, schedule='static', num_threads=nthreads):
-            p = starts[r]
-            for t64 in range(nthreads):
-                c = counts[t64 * dense_rows + r]
-                counts[t64 * dense_rows + r] = p
-                p = p + c
-    return -1
-
-
-cdef void place_all(const int64_t *ind, int64_t n, int64_t rank, int64_t dense_rows,
-                    const char *vals, Py_ssize_t size, const char *default, int nthreads,
-                    int64_t *counts, const int64_t *starts, const uint8_t *empty,
-                    int64_t *out_ind, char *out_vals, int64_t *rim) noexcept nogil:
-    # counts: in/out (from plan_rows); the rest: in, or out (out_ind, out_vals, rim).  Places
-    # every entry and one default entry in each empty row.  vals NULL: values left to the
-    # caller.
-    cdef int64_t r, p, k
-    cdef int t
-    for t in prange(nthreads, schedule='static', num_threads=nthreads):
-        place_entries(ind, rank, vals, size, t * n // nthreads, (t + 1) * n // nthreads,
-                      &counts[t * dense_rows], out_ind, out_vals, rim)
+        run += c if c > 0 else 1
     for r in prange(dense_rows, schedule='static', num_threads=nthreads):
-        if empty[r]:
-            p = starts[r]
-            out_ind[p * rank] = r
-            for k in range(1, rank):
-                out_ind[p * rank + k] = 0
-            if vals != NULL:
-                copy_item(out_vals + p * size, default, size)
+        p = starts[r]
+        for t in range(nthreads):
+            c = counts[t * dense_rows + r]
+            counts[t * dense_rows + r] = p
+            p = p + c
+    return run
 
 
-cdef object read_only(cnp.ndarray a):
+# ---------------------------------------------------------------------------------------------
+# The call, on inputs the kernels can read as they are
+
+cdef inline cnp.ndarray new_like(cnp.npy_intp n, cnp.ndarray like):
+    # A new uninitialised vector of n items of like's dtype (native byte order).
+    cdef int t = cnp.PyArray_TYPE(like)
+    if t < cnp.NPY_OBJECT or t == NPY_HALF:
+        return cnp.PyArray_EMPTY(1, &n, t, 0)
+    return np.empty(n, dtype=like.dtype)
+
+
+cdef inline object read_only(cnp.ndarray a):
     # A read-only view of a: the fast path hands the inputs back, and no caller may write
     # through them into its inputs.
-    cdef object v = a.view()
-    v.flags.writeable = False
+    cdef cnp.ndarray v = <cnp.ndarray>PyArray_View(a, NULL, NULL)
+    cnp.PyArray_CLEARFLAGS(v, cnp.NPY_ARRAY_WRITEABLE)
     return v
+
+
+cdef object check_memory(int64_t dense_rows, int64_t rank, Py_ssize_t size):
+    # MemoryError, before any allocation, when the outputs of dense_rows rows (one entry each at
+    # least, and a flag) cannot exist in this address space: TensorFlow's crashers, such as a
+    # dense_shape of 2**62 rows.
+    cdef int64_t per_row = 1 + 8 * rank + size
+    if dense_rows > (<int64_t>0x7fffffffffffffff) // per_row:
+        raise MemoryError(
+            f"dense_shape[0] = {dense_rows} rows: the outputs would need at least "
+            f"{dense_rows * per_row} bytes ({per_row} per row), more than this machine can "
+            f"address")
+
+
+cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, const char *dflt,
+                     object default, int requested, object given):
+    # ind: int64 [n, rank], C-contiguous and aligned; vals: [n] of the output dtype, likewise;
+    # dflt: the default's bytes, or NULL when NumPy places the values (object, StringDType;
+    # `default` is then a 0-d array of the output dtype); requested: from thread_request;
+    # given: the indices before their conversion to int64 (for the error message), or None.
+    cdef int64_t n = cnp.PyArray_DIM(ind, 0)
+    cdef int64_t rank = cnp.PyArray_DIM(ind, 1)
+    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(vals)
+    cdef const int64_t *ip = <const int64_t *>cnp.PyArray_DATA(ind)
+    cdef const char *vp = <const char *>cnp.PyArray_DATA(vals) if dflt != NULL else NULL
+    cdef int nthreads, t, tc
+    cdef int64_t i0, bad = -1, new_rows = 0, down = 0, n_full, e, last, q, r0
+    cdef cnp.npy_intp shape2[2]
+    cdef cnp.npy_intp rows_ = dense_rows
+    cdef cnp.ndarray out_ind, out_vals, empty, rim, counts, starts
+    cdef int64_t *rp
+    cdef int64_t *oip
+    cdef char *ovp
+    cdef uint8_t *ep
+    cdef int64_t *cp
+    cdef slice_scan *scans
+    nthreads = plan_threads(requested, n + dense_rows)
+    scans = <slice_scan *>malloc(nthreads * sizeof(slice_scan))
+    if scans == NULL:
+        raise MemoryError("sfer: could not allocate the kernel's work space")
+    with nogil:
+        nthreads = enter_call(nthreads)
+    try:
+        # 1. scan: the rows checked, sorted or not, how many distinct
+        with nogil:
+            for t in prange(nthreads, schedule='static', num_threads=nthreads):
+                scan_slice(ip, rank, dense_rows, t * n // nthreads, (t + 1) * n // nthreads,
+                           &scans[t])
+            for t in range(nthreads):
+                if scans[t].bad >= 0 and bad < 0:
+                    bad = scans[t].bad
+                new_rows += scans[t].new_rows
+                down += scans[t].down
+        if bad >= 0:
+            raise IndexError(
+                f"indices[{bad}, 0] = {ip[bad * rank] if given is None else int(given[bad, 0])}"
+                f" is out of range [0, {dense_rows})")
+        check_memory(dense_rows, rank, size)
+        if down == 0 and new_rows == dense_rows:
+            # 2a. fast: the outputs are the inputs
+            sfer_atomic_store(&_last_path_code, PATH_FAST)
+            empty = cnp.PyArray_ZEROS(1, &rows_, cnp.NPY_BOOL, 0)
+            rim = cnp.PyArray_EMPTY(1, <cnp.npy_intp *>&n, cnp.NPY_INT64, 0)
+            rp = <int64_t *>cnp.PyArray_DATA(rim)
+            with nogil:
+                for i0 in prange(n, schedule='static', num_threads=nthreads):
+                    rp[i0] = i0
+            return _tuple_new(FillResult, (read_only(ind), read_only(vals), empty, rim))
+
+        n_full = n + dense_rows - new_rows if down == 0 else 0
+        empty = cnp.PyArray_EMPTY(1, &rows_, cnp.NPY_BOOL, 0)
+        ep = <uint8_t *>cnp.PyArray_DATA(empty)
+        rim = cnp.PyArray_EMPTY(1, <cnp.npy_intp *>&n, cnp.NPY_INT64, 0)
+        rp = <int64_t *>cnp.PyArray_DATA(rim)
+        if down == 0:
+            # 2b. sorted, with empty rows: runs between the gaps
+            sfer_atomic_store(&_last_path_code, PATH_SORTED)
+            shape2[0] = n_full
+            shape2[1] = rank
+            out_ind = cnp.PyArray_EMPTY(2, shape2, cnp.NPY_INT64, 0)
+            out_vals = new_like(n_full, vals)
+            oip = <int64_t *>cnp.PyArray_DATA(out_ind)
+            ovp = <char *>cnp.PyArray_DATA(out_vals) if dflt != NULL else NULL
+            with nogil:
+                # each thread's e: the empty rows up to the row before its slice,
+                # (that row + 1) minus the distinct rows before the slice
+                new_rows = 0
+                for t in range(nthreads):
+                    i0 = t * n // nthreads
+                    e = (ip[(i0 - 1) * rank] + 1 if i0 > 0 else 0) - new_rows
+                    new_rows += scans[t].new_rows
+                    scans[t].new_rows = e           # reused: thread t's starting e
+                for t in prange(nthreads, schedule='static', num_threads=nthreads):
+                    place_sorted(ip, rank, vp, size, dflt, t * n // nthreads,
+                                 (t + 1) * n // nthreads, scans[t].new_rows, oip, ovp, rp, ep)
+                # the empty rows after the last entry's row
+                last = ip[(n - 1) * rank] if n > 0 else -1
+                e = n + last + 1 - new_rows       # the output position of row last + 1
+                for q in prange(last + 1, dense_rows, schedule='static', num_threads=nthreads):
+                    put_default(q, e + q - last - 1, rank, dflt, size, oip, ovp)
+                    ep[q] = 1
+        else:
+            # 2c. not sorted: a stable counting sort, with fewer threads counting when their
+            # counters would take more memory than the outputs
+            sfer_atomic_store(&_last_path_code, PATH_COUNTING)
+            tc = nthreads
+            while tc > 1 and <double>tc * dense_rows * 8 > <double>n * (8 * rank + size + 8):
+                tc -= 1
+            shape2[0] = tc
+            shape2[1] = dense_rows
+            counts = cnp.PyArray_ZEROS(2, shape2, cnp.NPY_INT64, 0)
+            cp = <int64_t *>cnp.PyArray_DATA(counts)
+            starts = cnp.PyArray_EMPTY(1, &rows_, cnp.NPY_INT64, 0)
+            with nogil:
+                for t in prange(tc, schedule='static', num_threads=tc):
+                    count_rows(ip, rank, t * n // tc, (t + 1) * n // tc, &cp[t * dense_rows])
+                n_full = layout_counted(dense_rows, tc, cp,
+                                        <int64_t *>cnp.PyArray_DATA(starts), ep)
+            shape2[0] = n_full
+            shape2[1] = rank
+            out_ind = cnp.PyArray_EMPTY(2, shape2, cnp.NPY_INT64, 0)
+            out_vals = new_like(n_full, vals)
+            oip = <int64_t *>cnp.PyArray_DATA(out_ind)
+            ovp = <char *>cnp.PyArray_DATA(out_vals) if dflt != NULL else NULL
+            with nogil:
+                for t in prange(tc, schedule='static', num_threads=tc):
+                    place_counted(ip, rank, vp, size, t * n // tc, (t + 1) * n // tc,
+                                  &cp[t * dense_rows], oip, ovp, rp)
+                for q in prange(dense_rows, schedule='static', num_threads=nthreads):
+                    if ep[q]:
+                        put_default(q, (<int64_t *>cnp.PyArray_DATA(starts))[q], rank, dflt,
+                                    size, oip, ovp)
+        if dflt == NULL:   # references (objects, StringDType): placed by NumPy, under the GIL
+            out_vals[...] = default
+            out_vals[rim] = vals
+        return _tuple_new(FillResult, (out_ind, out_vals, empty, rim))
+    finally:
+        free(scans)
+        with nogil:
+            leave_call()
+
+
+# ---------------------------------------------------------------------------------------------
+# The C fast path: exact ndarrays that need no conversion, a default of a plain type
+
+ctypedef union item_buf:
+    int8_t i8
+    int16_t i16
+    int32_t i32
+    int64_t i64
+    uint8_t u8
+    uint16_t u16
+    uint32_t u32
+    uint64_t u64
+    float f32
+    double f64
+    char raw[32]
+
+
+cdef inline bint behaved(cnp.ndarray a) noexcept:
+    # C-contiguous, aligned, native byte order: what the kernels read as it is.
+    return cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISNOTSWAPPED(a)
+
+
+cdef bint fast_default(object default, cnp.ndarray vals, item_buf *buf):
+    # buf: out.  The default's bytes in values' dtype when it is a Python float, int or bool
+    # (or a NumPy scalar of values' own type) that converts exactly as sfer._fill_inputs
+    # converts it, without a doubt about fitting; False leaves it to sfer._fill_inputs.
+    cdef int t = cnp.PyArray_TYPE(vals)
+    cdef int size = cnp.PyArray_ITEMSIZE(vals)
+    cdef double d
+    cdef int64_t v
+    if type(default) is float:
+        d = <double>default
+        if t == cnp.NPY_DOUBLE:
+            buf.f64 = d
+            return True
+        if t == cnp.NPY_FLOAT:
+            buf.f32 = <float>d
+            return isfinite(buf.f32) or not isfinite(d)   # else: overflow, an error
+        return False
+    if type(default) is int:
+        if not -0x8000000000000000 <= default <= 0x7fffffffffffffff:
+            return False
+        v = <int64_t>default
+        if t == cnp.NPY_DOUBLE:
+            buf.f64 = <double>v
+            return True
+        if t == cnp.NPY_FLOAT:
+            buf.f32 = <float>v
+            return True
+        if not cnp.PyTypeNum_ISINTEGER(t):
+            return False
+        if cnp.PyTypeNum_ISSIGNED(t):
+            if size == 8:
+                buf.i64 = v
+                return True
+            if size == 4 and -0x80000000 <= v <= 0x7fffffff:
+                buf.i32 = <int32_t>v
+                return True
+            if size == 2 and -0x8000 <= v <= 0x7fff:
+                buf.i16 = <int16_t>v
+                return True
+            if size == 1 and -0x80 <= v <= 0x7f:
+                buf.i8 = <int8_t>v
+                return True
+            return False
+        if v < 0:
+            return False
+        if size == 8:
+            buf.u64 = <uint64_t>v
+            return True
+        if size == 4 and v <= 0xffffffff:
+            buf.u32 = <uint32_t>v
+            return True
+        if size == 2 and v <= 0xffff:
+            buf.u16 = <uint16_t>v
+            return True
+        if size == 1 and v <= 0xff:
+            buf.u8 = <uint8_t>v
+            return True
+        return False
+    if type(default) is bool:
+        if t != cnp.NPY_BOOL:
+            return False
+        buf.u8 = 1 if default else 0
+        return True
+    if type(default) is vals.dtype.type and size <= 32:
+        cnp.PyArray_ScalarAsCtype(default, buf)   # a NumPy scalar of values' own type
+        return True
+    return False
+
+
+cdef bint fast_shape(object dense_shape, int64_t rank, int64_t *dense_rows):
+    # dense_rows: out.  dense_shape[0] when dense_shape is an int64 ndarray or a list/tuple of
+    # Python ints of length rank, and dense_shape[0] >= 0; False leaves it to
+    # sfer._fill_inputs.
+    cdef cnp.ndarray a
+    cdef object x
+    if type(dense_shape) is cnp.ndarray:
+        a = <cnp.ndarray>dense_shape
+        if not (cnp.PyArray_NDIM(a) == 1 and cnp.PyArray_DIM(a, 0) == rank and behaved(a)
+                and cnp.PyArray_TYPE(a) == cnp.NPY_INT64):
+            return False
+        dense_rows[0] = (<const int64_t *>cnp.PyArray_DATA(a))[0]
+    elif type(dense_shape) is tuple or type(dense_shape) is list:
+        if len(dense_shape) != rank:
+            return False
+        for x in dense_shape:
+            if type(x) is not int or not 0 <= x <= 0x7fffffffffffffff:
+                return False
+        dense_rows[0] = <int64_t>dense_shape[0]
+    else:
+        return False
+    return dense_rows[0] >= 0
+
+
+cdef object fast_fill(object indices, object values, object dense_shape, object default,
+                      object num_threads):
+    # The whole call for the common case; None when the inputs need converting or checking
+    # first (sfer._fill_inputs then converts them, or explains why it cannot): int64 indices
+    # [N, R >= 1] and [N] values of a built-in number or bool dtype, both behaved ndarrays, a
+    # dense_shape fast_shape reads and a default fast_default converts.
+    cdef cnp.ndarray ind, vals
+    cdef int64_t dense_rows = 0
+    cdef int t
+    cdef item_buf buf
+    if type(indices) is not cnp.ndarray or type(values) is not cnp.ndarray:
+        return None
+    ind = <cnp.ndarray>indices
+    vals = <cnp.ndarray>values
+    t = cnp.PyArray_TYPE(vals)
+    if not (cnp.PyArray_NDIM(ind) == 2 and cnp.PyArray_DIM(ind, 1) >= 1 and behaved(ind)
+            and cnp.PyArray_TYPE(ind) == cnp.NPY_INT64
+            and cnp.PyArray_NDIM(vals) == 1 and cnp.PyArray_DIM(vals, 0) == cnp.PyArray_DIM(ind, 0)
+            and behaved(vals) and (t <= cnp.NPY_CLONGDOUBLE or t == NPY_HALF)):
+        return None
+    if not fast_shape(dense_shape, cnp.PyArray_DIM(ind, 1), &dense_rows):
+        return None
+    if not fast_default(default, vals, &buf):
+        return None
+    return run_fill(ind, vals, dense_rows, buf.raw, None, _thread_request(num_threads), None)
 
 
 def sparse_fill_empty_rows(indices, values, dense_shape, default_value, *, num_threads=None):
@@ -209,60 +540,31 @@ def sparse_fill_empty_rows(indices, values, dense_shape, default_value, *, num_t
     TypeError, ValueError, IndexError
         As ``sfer.reference.sparse_fill_empty_rows`` documents, in TensorFlow's order; the
         IndexError names the first entry whose row is out of range, whatever the thread count.
+    MemoryError
+        When ``dense_shape[0]`` rows cannot fit in memory (e.g. ``2**62``).
     """
-    idx, vals, shape, default, out_dtype = _reference._fill_inputs(indices, values, dense_shape,
-                                                                   default_value)
+    cdef cnp.ndarray vals_k, default_k
+    result = fast_fill(indices, values, dense_shape, default_value, num_threads)
+    if result is not None:
+        return result
+    idx, vals, shape, default, out_dtype = _fill_inputs(indices, values, dense_shape,
+                                                        default_value)
     requested = _thread_request(num_threads)
-    cdef int64_t n = idx.shape[0]
-    cdef int64_t rank = idx.shape[1]
-    cdef int64_t dense_rows = int(shape[0])
-    cdef cnp.ndarray ind = np.ascontiguousarray(idx.astype(np.int64, copy=False))
-    cdef cnp.ndarray counts, starts, empty, out_ind, out_vals, rim, vals_k, default_k
-    cdef int64_t bad, n_full = 0
-    cdef bint fast = False
-    cdef bint fixed = not out_dtype.hasobject and out_dtype.kind != "T"
-    cdef Py_ssize_t size = out_dtype.itemsize
-    cdef const char *vp = NULL
-    cdef const char *dp = NULL
-    cdef int nthreads = plan_threads(requested, n + dense_rows)
-    with nogil:
-        nthreads = enter_call(nthreads)
-    try:
-        counts = np.zeros((nthreads, dense_rows), dtype=np.int64)
-        starts = np.empty(dense_rows, dtype=np.int64)
-        empty = np.empty(dense_rows, dtype=np.bool_)
-        with nogil:
-            bad = plan_rows(<const int64_t *>cnp.PyArray_DATA(ind), n, rank, dense_rows,
-                            nthreads, <int64_t *>cnp.PyArray_DATA(counts),
-                            <int64_t *>cnp.PyArray_DATA(starts),
-                            <uint8_t *>cnp.PyArray_DATA(empty), &n_full, &fast)
-        if bad == ERR_NOMEM:
-            raise MemoryError("sfer: could not allocate the kernel's work space")
-        if bad >= 0:
-            raise IndexError(
-                f"indices[{bad}, 0] = {int(idx[bad, 0])} is out of range [0, {dense_rows})")
-        vals_k = np.ascontiguousarray(vals, dtype=out_dtype)
-        if fast:
-            return FillResult(read_only(ind), read_only(vals_k), empty,
-                              np.arange(n, dtype=np.int64))
-        out_ind = np.empty((n_full, rank), dtype=np.int64)
-        out_vals = np.empty(n_full, dtype=out_dtype)
-        rim = np.empty(n, dtype=np.int64)
-        if fixed:
-            default_k = np.ascontiguousarray(default, dtype=out_dtype)
-            vp = <const char *>cnp.PyArray_DATA(vals_k)
-            dp = <const char *>cnp.PyArray_DATA(default_k)
-        with nogil:
-            place_all(<const int64_t *>cnp.PyArray_DATA(ind), n, rank, dense_rows, vp, size, dp,
-                      nthreads, <int64_t *>cnp.PyArray_DATA(counts),
-                      <const int64_t *>cnp.PyArray_DATA(starts),
-                      <const uint8_t *>cnp.PyArray_DATA(empty),
-                      <int64_t *>cnp.PyArray_DATA(out_ind), <char *>cnp.PyArray_DATA(out_vals),
-                      <int64_t *>cnp.PyArray_DATA(rim))
-        if not fixed:   # references (objects, StringDType): placed by NumPy, under the GIL
-            out_vals[rim] = vals_k
-            out_vals[starts[empty]] = default
-        return FillResult(out_ind, out_vals, empty, rim)
-    finally:
-        with nogil:
-            leave_call()
+    if shape.dtype.kind == "u" and int(shape[0]) > 0x7fffffffffffffff:
+        check_memory(0x7fffffffffffffff, idx.shape[1], out_dtype.itemsize)
+    ind = np.ascontiguousarray(idx, dtype=np.int64)   # uint64 rows beyond int64: negative, bad
+    vals_k = np.ascontiguousarray(vals, dtype=out_dtype)
+    if out_dtype.hasobject or out_dtype.kind == "T":
+        return run_fill(ind, vals_k, int(shape[0]), NULL, default, requested, idx)
+    default_k = np.ascontiguousarray(default, dtype=out_dtype)
+    return run_fill(ind, vals_k, int(shape[0]), <const char *>cnp.PyArray_DATA(default_k),
+                    None, requested, idx)
+
+
+_PATH_NAMES = {PATH_FAST: "fast", PATH_SORTED: "sorted", PATH_COUNTING: "counting"}
+
+
+def _last_path():
+    """The path the latest call that reached one took: ``"fast"``, ``"sorted"`` or
+    ``"counting"``; None before any (a test hook, racy across Python threads)."""
+    return _PATH_NAMES.get(sfer_atomic_load(&_last_path_code))

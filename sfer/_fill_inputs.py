@@ -1,0 +1,190 @@
+"""The forward op's input rules (private), shared by the compiled op's slow path
+(``sfer._fill``) and its NumPy specification (``sfer.reference.sparse_fill_empty_rows``), so
+both accept and reject the same inputs with the same words: conversion, dtypes, the shapes in
+TensorFlow's order and ``default_value``.  The rows (column 0 against ``dense_shape[0]``) are
+each implementation's own check.  The stages are documented in ``sfer.reference``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+import numpy as np
+
+__all__ = ["fill_inputs"]
+
+
+
+def fill_inputs(indices: Any, values: Any, dense_shape: Any, default_value: Any
+                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.dtype]:
+    """The inputs as arrays, checked in the documented stages, and the output values' dtype;
+    ``default_value`` comes back as a 0-d array of that dtype."""
+    # 1. conversion
+    idx = _as_array(indices, "indices", empty_dtype=np.int64)
+    vals = _as_array(values, "values")
+    shape = _as_array(dense_shape, "dense_shape", empty_dtype=np.int64)
+    default = _default_as_array(default_value, vals.dtype)
+
+    # 2. dtypes
+    for arr, name in ((idx, "indices"), (shape, "dense_shape")):
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"{name} must have an integer dtype, got {arr.dtype}")
+    out_dtype = _check_default_kind(default, vals.dtype)
+
+    # 3. shapes, in TensorFlow's order
+    if shape.ndim != 1:
+        raise ValueError(f"dense_shape must be a vector (1-D), got shape {shape.shape}")
+    if idx.ndim != 2:
+        raise ValueError(f"indices must be a matrix (2-D, [N, R]), got shape {idx.shape}")
+    if vals.ndim != 1:
+        raise ValueError(f"values must be a vector (1-D), got shape {vals.shape}")
+    if vals.shape[0] != idx.shape[0]:
+        raise ValueError(f"values has length {vals.shape[0]} but indices has shape "
+                         f"{idx.shape}: len(values) must equal indices.shape[0]")
+    if shape.shape[0] != idx.shape[1]:
+        raise ValueError(f"dense_shape has length {shape.shape[0]} but indices has shape "
+                         f"{idx.shape}: len(dense_shape) must equal indices.shape[1]")
+    if default.ndim != 0:
+        raise ValueError(f"default_value must be a scalar, got shape {default.shape}")
+    if shape.shape[0] == 0:
+        raise ValueError("dense_shape must not be empty, got shape (0,)")
+
+    # 4. values (the rows are checked by _checked_rows)
+    default = _check_default_fits(default, out_dtype)
+    if int(shape[0]) < 0:
+        raise ValueError(f"dense_shape[0] must be >= 0, got {int(shape[0])} "
+                         f"(dense_shape = {shape.tolist()})")
+    return idx, vals, shape, default, out_dtype
+
+
+def _as_array(obj: Any, name: str, *, empty_dtype: Any = None) -> np.ndarray:
+    """``obj`` as an ndarray (ValueError naming ``name`` if NumPy cannot convert it).  An empty
+    sequence becomes ``empty_dtype`` when given ([] is an empty index list, not a float one)."""
+    if isinstance(obj, np.ndarray):
+        return obj
+    try:
+        arr = np.asarray(obj)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+    if empty_dtype is not None and arr.size == 0 and arr.dtype.kind not in "iu":
+        arr = arr.astype(empty_dtype)
+    return arr
+
+
+def _default_as_array(default_value: Any, values_dtype: np.dtype) -> np.ndarray:
+    """``default_value`` as an array, not yet converted to ``values_dtype``.  For object values
+    a non-array default is one object (stored by reference); for structured values a tuple is
+    a record of ``values_dtype``."""
+    if isinstance(default_value, np.ndarray):
+        return default_value
+    if values_dtype.kind == "O":
+        holder = np.empty((), dtype=object)
+        holder[()] = default_value
+        return holder
+    try:
+        if values_dtype.names is not None and isinstance(default_value, tuple):
+            return np.array(default_value, dtype=values_dtype)
+        return np.asarray(default_value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ValueError(f"default_value could not be converted to an array: {exc}") from None
+
+
+def _is_python_int(default: np.ndarray) -> bool:
+    """True for the object array np.asarray makes of a Python int beyond 64 bits."""
+    return (default.dtype.kind == "O" and default.ndim == 0
+            and isinstance(default[()], int) and not isinstance(default[()], bool))
+
+
+def _check_default_kind(default: np.ndarray, values_dtype: np.dtype) -> np.dtype:
+    """The output values' dtype; TypeError naming default_value if its kind cannot become
+    ``values_dtype`` (stage 2: by dtype, whatever its shape)."""
+    vk, dk = values_dtype.kind, default.dtype.kind
+    out = values_dtype if values_dtype.isnative else values_dtype.newbyteorder("=")
+    casting = "same_kind"
+    if vk == "O":
+        return out
+    if vk in "SU":
+        if dk != vk:
+            want = "bytes" if vk == "S" else "str"
+            raise TypeError(f"default_value must be {want} for values of dtype {values_dtype}, "
+                            f"got dtype {default.dtype}")
+        return np.result_type(values_dtype, default.dtype)  # the wider: nothing truncated
+    if vk == "T":  # NumPy 2's StringDType
+        ok = dk in "UT"
+    elif vk == "M":
+        ok = dk in "MU"  # a datetime64, or a str NumPy parses
+    elif issubclass(values_dtype.type, np.void):  # structured or raw bytes: the same layout
+        casting = "equiv"  # named in the error message below
+        ok = np.can_cast(default.dtype, values_dtype, casting="equiv")
+    elif vk in "iu" and (dk in "biu" or _is_python_int(default)):
+        ok = True  # any integer: its value is checked (signed to unsigned is not same_kind)
+    elif _is_python_int(default):
+        ok = np.can_cast(np.int64, values_dtype, casting="same_kind")
+    else:
+        ok = np.can_cast(default.dtype, values_dtype, casting="same_kind")
+    if not ok:
+        shown = "int" if _is_python_int(default) else str(default.dtype)
+        raise TypeError(f"default_value has dtype {shown}, which does not convert to values' "
+                        f"dtype {values_dtype} (NumPy's casting={casting!r} rules)")
+    return out
+
+
+def _check_default_fits(default: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
+    """The scalar ``default`` converted to ``out_dtype`` (a 0-d array); ValueError naming
+    default_value if its value does not fit (stage 4)."""
+    x = default[()]
+    if default.dtype.kind in "biufc":
+        x = x.item()  # shown as a Python number in messages
+    if out_dtype.kind == "O":
+        return default if default.dtype.kind == "O" else default.astype(object)
+    if out_dtype.kind in "iu":
+        v = int(x)  # bool, integer or Python int: exact
+        info = np.iinfo(out_dtype)
+        if not info.min <= v <= info.max:
+            raise ValueError(f"default_value = {v} does not fit in values' dtype {out_dtype} "
+                             f"(range [{info.min}, {info.max}])")
+        return np.array(v, dtype=out_dtype)
+    if _is_python_int(default):  # beyond 64 bits, to a float or complex dtype
+        try:
+            default = np.array(float(x))
+        except OverflowError:
+            raise ValueError(f"default_value = {x} overflows values' dtype {out_dtype}") from None
+    if out_dtype.kind == "M" and default.dtype.kind == "U":
+        try:
+            default = default.astype("M8")  # parsed by NumPy, in its own unit
+        except ValueError as exc:
+            raise ValueError(f"default_value = {x!r} is not a datetime64: {exc}") from None
+    with np.errstate(all="ignore"):
+        converted = default.astype(out_dtype)
+    if out_dtype.kind in "fc" or _is_float_like(out_dtype):
+        if _finite(default) and not _finite(converted):
+            raise ValueError(f"default_value = {x!r} overflows values' dtype {out_dtype}")
+    elif out_dtype.kind in "Mm" or (out_dtype.kind == "V"
+                                    and not issubclass(out_dtype.type, np.void)):
+        # datetimes (a unit may lose precision or overflow) and the other dtypes NumPy does
+        # not know (e.g. ml_dtypes' small integers): the value must come back unchanged
+        with np.errstate(all="ignore"):
+            back = converted.astype(default.dtype)
+        same = bool(back == default) or (out_dtype.kind in "Mm" and bool(
+            np.isnat(back) and np.isnat(default)))
+        if not same:
+            raise ValueError(f"default_value = {x!r} does not fit in values' dtype "
+                             f"{out_dtype} (it would become {converted[()]!r})")
+    return converted
+
+
+def _is_float_like(dtype: np.dtype) -> bool:
+    """bfloat16 and the other floats NumPy does not know by kind (ml_dtypes' floats: kind "V"
+    but no np.void, and they cast safely to float64 but not to int64)."""
+    return (dtype.kind == "V" and not issubclass(dtype.type, np.void)
+            and bool(np.can_cast(dtype, np.float64, casting="safe"))
+            and not np.can_cast(dtype, np.int64, casting="safe"))
+
+
+def _finite(a: np.ndarray) -> bool:
+    """Whether a 0-d bool, integer or float/complex array (bfloat16 included) is finite."""
+    if a.dtype.kind in "biu":
+        return True
+    if a.dtype.kind in "fc":
+        return bool(np.isfinite(a))
+    return bool(np.isfinite(a.astype(np.float64)))  # bfloat16 and friends
