@@ -29,7 +29,7 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, u
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
-from sfer._common cimport sfer_atomic_load, sfer_atomic_store
+from sfer._common cimport sfer_atomic_load, sfer_atomic_store, sfer_prefetch_w
 from sfer._runtime cimport enter_call, leave_call, plan_threads
 
 import numpy as np
@@ -46,6 +46,9 @@ cdef extern from "numpy/arrayobject.h":
     object PyArray_View(cnp.ndarray, void *, void *)
 
 cdef object _tuple_new = tuple.__new__
+
+cdef enum:
+    AHEAD = 16          # entries between a prefetch and its use (unsorted rows)
 
 cdef enum:
     PATH_FAST = 1
@@ -156,9 +159,14 @@ cdef inline void copy_run(const int64_t *ind, int64_t rank, const char *vals, Py
 
 cdef void count_rows(const int64_t *ind, int64_t rank, int64_t i0, int64_t i1,
                      int64_t *counts) noexcept nogil:
-    # counts: in/out (zeroed).  Counts the rows of entries i0 <= i < i1 (checked already).
+    # counts: in/out (zeroed).  Counts the rows of entries i0 <= i < i1 (checked already),
+    # each counter prefetched AHEAD entries before it is needed: unsorted rows hit the
+    # counters at random, and the prefetches keep many of those misses in flight.
     cdef int64_t i
-    for i in range(i0, i1):
+    for i in range(i0, i1 - AHEAD):
+        sfer_prefetch_w(&counts[ind[(i + AHEAD) * rank]])
+        counts[ind[i * rank]] += 1
+    for i in range(max(i0, i1 - AHEAD), i1):
         counts[ind[i * rank]] += 1
 
 
@@ -166,9 +174,18 @@ cdef void place_counted(const int64_t *ind, int64_t rank, const char *vals, Py_s
                         int64_t i0, int64_t i1, int64_t *next_pos, int64_t *out_ind,
                         char *out_vals, int64_t *rim) noexcept nogil:
     # next_pos: in/out (this thread's next output position in each row); out_ind, out_vals,
-    # rim: out.  Places entries i0 <= i < i1 in input order.
-    cdef int64_t i, p, k, r
+    # rim: out.  Places entries i0 <= i < i1 in input order.  Two prefetch stages: the row's
+    # next_pos 2 * AHEAD entries ahead, then, AHEAD entries ahead, the output slots it points
+    # to (a hint only: a row met again in between moves them by a slot or two).
+    cdef int64_t i, p, k, r, q
     for i in range(i0, i1):
+        if i + 2 * AHEAD < i1:
+            sfer_prefetch_w(&next_pos[ind[(i + 2 * AHEAD) * rank]])
+        if i + AHEAD < i1:
+            q = next_pos[ind[(i + AHEAD) * rank]]
+            sfer_prefetch_w(&out_ind[q * rank])
+            if out_vals != NULL:
+                sfer_prefetch_w(out_vals + q * size)
         r = ind[i * rank]
         p = next_pos[r]
         next_pos[r] = p + 1
