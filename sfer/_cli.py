@@ -236,6 +236,25 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _default_takes_next(args_list: List[str]) -> List[str]:
+    """``fill``'s ``--default V`` takes V verbatim, as getopt does, even where V starts with
+    '-' (argparse would take -inf, -1e-3 or -x for an option): joined as ``--default=V``."""
+    out: List[str] = []
+    i = 0
+    while i < len(args_list):
+        arg = args_list[i]
+        if arg == "--":  # the end of the options: the rest is positional
+            return out + args_list[i:]
+        if (len(arg) > 3 and "--default".startswith(arg) and i + 1 < len(args_list)
+                and args_list[i + 1] != "--"):  # argparse would drop a value "--"
+            out.append(f"{arg}={args_list[i + 1]}")  # --default, or --de... (its abbreviation)
+            i += 2
+        else:
+            out.append(arg)
+            i += 1
+    return out
+
+
 def _is_top_level_option(arg: str) -> bool:
     if arg in ("-h", "-V"):
         return True
@@ -594,6 +613,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args_list or (args_list[0].startswith("-") and args_list[0] != "-"
                          and not _is_top_level_option(args_list[0])):
         args_list.insert(0, "demo")  # bare `sfer` / `sfer --size 1000` mean `sfer demo ...`
+    if args_list[0] == "fill":
+        args_list = _default_takes_next(args_list)
 
     parser = _build_parser()
     try:
