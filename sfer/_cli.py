@@ -4,6 +4,7 @@ Commands::
 
     sfer [demo] [--size N_FULL] [--dtype DTYPE] [--threads N] [--repeat R] [--seed S]
     sfer grad RIM.npy GRAD.npy -o OUT.npz [--threads N] [-q]
+    sfer fill INDICES.npy VALUES.npy DENSE_SHAPE.npy --default V -o OUT.npz [--threads N] [-q]
     sfer --version | --help
 
 With no command, ``sfer`` runs ``demo``.  Only NumPy and the standard library are
@@ -197,7 +198,61 @@ def _build_parser() -> argparse.ArgumentParser:
                            "if set, else the CPUs this process may use)")
     grad.add_argument("-q", "--quiet", action="store_true",
                       help="print nothing on success")
+
+    fill = sub.add_parser(
+        "fill",
+        help="fill the empty rows of a sparse tensor given as three .npy files, into an .npz file",
+        description=(
+            "Load indices from INDICES.npy, values from VALUES.npy and dense_shape from "
+            "DENSE_SHAPE.npy (memory-mapped, read-only; pickled arrays, i.e. object and "
+            "StringDType values, are refused: save strings as 'U' or 'S'), compute "
+            "sfer.sparse_fill_empty_rows and write OUT.npz holding the arrays "
+            "'output_indices' (int64, shape (N_full, R)), 'output_values' (shape (N_full,)), "
+            "'empty_row_indicator' (bool, shape (dense_shape[0],)) and 'reverse_index_map' "
+            "(int64, shape (N,)). OUT.npz is written to exactly the path given."
+        ),
+    )
+    fill.add_argument("indices", metavar="INDICES.npy",
+                      help="2-D integer array [N, R]: the entries' coordinates (column 0: row)")
+    fill.add_argument("values", metavar="VALUES.npy", help="1-D array [N]: the entries' values")
+    fill.add_argument("dense_shape", metavar="DENSE_SHAPE.npy",
+                      help="1-D integer array [R]: the dense tensor's shape")
+    fill.add_argument("--default", required=True, metavar="V", dest="default_value",
+                      help="default_value, the value of the entry added to each empty row, "
+                           "read as VALUES' dtype: a number (an int if it parses as one, else "
+                           "a float or complex as Python reads it); true/false/1/0 for bool; "
+                           "the text itself for strings (encoded as given on the command line "
+                           "for 'S') and datetimes. It must fit VALUES' dtype (300 does not fit "
+                           "int8, 1.5 no integer dtype)")
+    fill.add_argument("-o", "--output", required=True, metavar="OUT.npz",
+                      help="output file (written atomically)")
+    fill.add_argument("--threads", "--num-threads", dest="threads", type=_positive_int,
+                      default=None, metavar="N",
+                      help="num_threads (default: sfer.get_num_threads(): OMP_NUM_THREADS "
+                           "if set, else the CPUs this process may use); the result is the "
+                           "same for every N")
+    fill.add_argument("-q", "--quiet", action="store_true",
+                      help="print nothing on success")
     return parser
+
+
+def _default_takes_next(args_list: List[str]) -> List[str]:
+    """``fill``'s ``--default V`` takes V verbatim, as getopt does, even where V starts with
+    '-' (argparse would take -inf, -1e-3 or -x for an option): joined as ``--default=V``."""
+    out: List[str] = []
+    i = 0
+    while i < len(args_list):
+        arg = args_list[i]
+        if arg == "--":  # the end of the options: the rest is positional
+            return out + args_list[i:]
+        if (len(arg) > 3 and "--default".startswith(arg) and i + 1 < len(args_list)
+                and args_list[i + 1] != "--"):  # argparse would drop a value "--"
+            out.append(f"{arg}={args_list[i + 1]}")  # --default, or --de... (its abbreviation)
+            i += 2
+        else:
+            out.append(arg)
+            i += 1
+    return out
 
 
 def _is_top_level_option(arg: str) -> bool:
@@ -209,11 +264,12 @@ def _is_top_level_option(arg: str) -> bool:
     return False
 
 
-# --------------------------------------------------------------------------- grad
+# ------------------------------------------------------------------- grad and fill
 
 
 def _load_npy(path: str, what: str) -> Any:
-    """Memory-map a .npy file read-only; CLIError (status 2) for anything unusable."""
+    """Memory-map a .npy file read-only; CLIError (status 2) for anything unusable.  Pickles
+    (object and StringDType arrays) are never loaded: unpickling can run arbitrary code."""
     import numpy as np
 
     try:
@@ -221,6 +277,10 @@ def _load_npy(path: str, what: str) -> Any:
     except OSError as exc:
         raise CLIError(f"cannot read {what} file {path!r}: {_reason(exc)}") from None
     except (ValueError, EOFError, SyntaxError) as exc:  # not .npy, pickled, truncated, corrupt
+        if _holds_objects(path):
+            raise CLIError(f"{what} file {path!r} holds Python objects (an object or "
+                           "StringDType array, stored as a pickle); sfer does not load "
+                           "pickles") from None
         raise CLIError(f"{what} file {path!r} is not a usable .npy file ({_reason(exc)})") from None
     if not isinstance(array, np.ndarray):  # an .npz archive loads as a mapping
         with contextlib.suppress(Exception):
@@ -246,10 +306,39 @@ def _write_npz(path: str, arrays: Dict[str, Any]) -> None:
         raise
 
 
+def _holds_objects(path: str) -> bool:
+    """Whether ``path`` is a .npy file whose header declares Python objects (a pickle)."""
+    import numpy as np
+
+    fmt = np.lib.format
+    with contextlib.suppress(Exception), open(path, "rb") as fh:
+        read_header = {(1, 0): fmt.read_array_header_1_0,
+                       (2, 0): fmt.read_array_header_2_0}.get(fmt.read_magic(fh))
+        if read_header is not None:
+            return bool(read_header(fh)[2].hasobject)
+    return False
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _call_op(op: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``op(*args, **kwargs)``; the op's errors for bad input become CLIError (status 2)."""
+    try:
+        return op(*args, **kwargs)
+    except (TypeError, ValueError, IndexError) as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _save_npz(path: str, arrays: Dict[str, Any]) -> None:
+    """:func:`_write_npz`; an unwritable output becomes CLIError (status 1)."""
+    try:
+        _write_npz(path, arrays)
+    except OSError as exc:
+        raise CLIError(f"cannot write {path!r}: {_reason(exc)}", EXIT_FAILURE) from None
 
 
 def _cmd_grad(args: argparse.Namespace) -> int:
@@ -259,21 +348,67 @@ def _cmd_grad(args: argparse.Namespace) -> int:
 
     rim = _load_npy(args.reverse_index_map, "reverse_index_map")
     grad = _load_npy(args.grad_values, "grad_values")
-    try:
-        result = sfer.sparse_fill_empty_rows_grad(rim, grad, num_threads=args.threads)
-    except (TypeError, ValueError, IndexError) as exc:
-        raise CLIError(str(exc)) from None
-    d_values, d_default_value = result
-    try:
-        _write_npz(args.output, {
-            "d_values": np.asarray(d_values),
-            "d_default_value": np.asarray(d_default_value),
-        })
-    except OSError as exc:
-        raise CLIError(f"cannot write {args.output!r}: {_reason(exc)}", EXIT_FAILURE) from None
+    d_values, d_default_value = _call_op(sfer.sparse_fill_empty_rows_grad, rim, grad,
+                                         num_threads=args.threads)
+    _save_npz(args.output, {
+        "d_values": np.asarray(d_values),
+        "d_default_value": np.asarray(d_default_value),
+    })
     if not args.quiet:
         print(f"wrote {args.output}: d_values {d_values.dtype} shape {d_values.shape}, "
               f"d_default_value = {str(d_default_value)}")
+    return EXIT_OK
+
+
+_BOOL_WORDS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _default_from_text(text: str, dtype: Any) -> Any:
+    """``--default``'s text as a Python value for values of ``dtype``; whether it fits the
+    dtype is left to sfer.sparse_fill_empty_rows (its rules, its messages)."""
+    import numpy as np
+
+    kind = dtype.kind
+    if kind == "b":
+        try:
+            return _BOOL_WORDS[text.strip().lower()]
+        except KeyError:
+            raise CLIError(f"--default must be true, false, 1 or 0 for values of dtype bool, "
+                           f"got {text!r}") from None
+    if kind == "S":
+        return os.fsencode(text)  # the bytes as given on the command line
+    if kind in "UOTM" or issubclass(dtype.type, np.void):
+        # strings and objects: the text; datetime64: NumPy parses it; records and raw bytes:
+        # sfer says why a str does not do
+        return text
+    # numbers: integers, floats, complex, timedelta64 and ml_dtypes' types (bfloat16, ...)
+    for parse in (int, float, complex):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    raise CLIError(f"--default {text!r} is not a number (values have dtype {dtype})")
+
+
+def _cmd_fill(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import sfer
+
+    indices = _load_npy(args.indices, "indices")
+    values = _load_npy(args.values, "values")
+    dense_shape = _load_npy(args.dense_shape, "dense_shape")
+    default_value = _default_from_text(args.default_value, values.dtype)
+    result = _call_op(sfer.sparse_fill_empty_rows, indices, values, dense_shape, default_value,
+                      num_threads=args.threads)
+    _save_npz(args.output, {name: np.asarray(array)
+                            for name, array in zip(result._fields, result)})
+    if not args.quiet:
+        empty = result.empty_row_indicator
+        print(f"wrote {args.output}: output_indices shape {result.output_indices.shape}, "
+              f"output_values {result.output_values.dtype} shape "
+              f"{result.output_values.shape}; {int(np.count_nonzero(empty))} of "
+              f"{empty.shape[0]} rows were empty and got the default")
     return EXIT_OK
 
 
@@ -314,24 +449,51 @@ def _generate(np: Any, n_full: int, dtype: Any, info: Any, seed: int) -> Tuple[A
 
 
 def _small_example(np: Any, sfer: Any, say: Callable[..., None]) -> bool:
-    rim = np.array([0, 1, 3, 4], dtype=np.int64)
+    """The README's worked example: the forward op, then its grad fed with its map."""
+    indices = np.array([[0, 1], [0, 3], [2, 0], [3, 1]], dtype=np.int64)
+    values = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
+    dense_shape = np.array([5, 6], dtype=np.int64)
+    fill = sfer.sparse_fill_empty_rows(indices, values, dense_shape, -1.0)
+    rim = fill.reverse_index_map
     grad = np.array([0.5, 1.0, 2.0, 4.0, 8.0, 16.0], dtype=np.float32)
     d_values, d_default_value = sfer.sparse_fill_empty_rows_grad(rim, grad)
+    fill_ok = bool(
+        fill.output_indices.tolist() == [[0, 1], [0, 3], [1, 0], [2, 0], [3, 1], [4, 0]]
+        and fill.output_values.dtype == np.float32
+        and fill.output_values.tolist() == [1.0, 2.0, -1.0, 3.0, 4.0, -1.0]
+        and fill.empty_row_indicator.tolist() == [False, True, False, False, True]
+        and rim.dtype == np.int64 and rim.tolist() == [0, 1, 3, 4])
     expected = np.array([0.5, 1.0, 4.0, 8.0], dtype=np.float32)
-    ok = bool(d_values.dtype == expected.dtype and d_values.tobytes() == expected.tobytes()
-              and d_default_value == 18.0)
-    say("1) Small example. A 5-row sparse tensor had empty rows 1 and 4; SparseFillEmptyRows")
-    say("   appended default entries at output positions 2 and 5, so N_full = 6 and N = 4.")
-    say("   d_values[j] = grad_values[reverse_index_map[j]]; d_default_value = the sum of the")
-    say("   grad_values[k] whose k does not occur in reverse_index_map (the filled-in entries).")
-    say(f"   reverse_index_map = {_fmt_list(rim)}   (int64)")
-    say(f"   grad_values       = {_fmt_list(grad)}   ({grad.dtype})")
-    say(f"   d_values          = {_fmt_list(d_values)}")
-    say(f"   d_default_value   = {str(d_default_value)}   "
+    grad_ok = bool(d_values.dtype == expected.dtype
+                   and d_values.tobytes() == expected.tobytes() and d_default_value == 18.0)
+    say("1) Small example: the forward op and its grad as a pair. A 5 x 6 sparse tensor has")
+    say("   entries in rows 0, 2 and 3; rows 1 and 4 are empty.")
+    say("   a) sparse_fill_empty_rows(indices, values, dense_shape, default_value = -1) groups")
+    say("      the entries by row and adds an entry [r, 0] = -1 in each empty row r:")
+    say(f"      indices             = {indices.tolist()}   (int64)")
+    say(f"      values              = {_fmt_list(values)}   ({values.dtype})")
+    say(f"      dense_shape         = {dense_shape.tolist()}")
+    say(f"      output_indices      = {fill.output_indices.tolist()}")
+    say(f"      output_values       = {_fmt_list(fill.output_values)}")
+    say(f"      empty_row_indicator = {fill.empty_row_indicator.tolist()}")
+    say(f"      reverse_index_map   = {rim.tolist()}   (the output position of each entry)")
+    if not fill_ok:
+        say("      MISMATCH: expected output_indices = [[0, 1], [0, 3], [1, 0], [2, 0], [3, 1], "
+            "[4, 0]], output_values = [1, 2, -1, 3, 4, -1], empty_row_indicator = "
+            "[False, True, False, False, True], reverse_index_map = [0, 1, 3, 4]")
+    say("   b) sparse_fill_empty_rows_grad(reverse_index_map, grad_values) takes a gradient of")
+    say("      the 6 output_values (N_full = 6) back to the 4 values (N = 4) and default_value:")
+    say("      d_values[j] = grad_values[reverse_index_map[j]]; d_default_value = the sum of the")
+    say("      grad_values[k] whose k does not occur in reverse_index_map (the filled-in entries")
+    say("      at output positions 2 and 5).")
+    say(f"      reverse_index_map   = {_fmt_list(rim)}   (int64, from a)")
+    say(f"      grad_values         = {_fmt_list(grad)}   ({grad.dtype})")
+    say(f"      d_values            = {_fmt_list(d_values)}")
+    say(f"      d_default_value     = {str(d_default_value)}   "
         "(= grad_values[2] + grad_values[5] = 2 + 16)")
-    if not ok:
-        say("   MISMATCH: expected d_values = [0.5, 1, 4, 8] and d_default_value = 18")
-    return ok
+    if not grad_ok:
+        say("      MISMATCH: expected d_values = [0.5, 1, 4, 8] and d_default_value = 18")
+    return fill_ok and grad_ok
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -451,6 +613,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args_list or (args_list[0].startswith("-") and args_list[0] != "-"
                          and not _is_top_level_option(args_list[0])):
         args_list.insert(0, "demo")  # bare `sfer` / `sfer --size 1000` mean `sfer demo ...`
+    if args_list[0] == "fill":
+        args_list = _default_takes_next(args_list)
 
     parser = _build_parser()
     try:
@@ -464,6 +628,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "grad":
             return _cmd_grad(args)
+        if args.command == "fill":
+            return _cmd_fill(args)
         return _cmd_demo(args)
     except CLIError as exc:
         _error(str(exc))

@@ -103,6 +103,7 @@ def test_console_script_help(tmp_path):
     proc = run([sfer_command(), "--help"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "grad" in proc.stdout
+    assert "fill" in proc.stdout
 
 
 def unbuilt_source_tree(root: Path) -> Path:
@@ -121,6 +122,21 @@ def test_readme_main_job_runs_in_repository_root(tmp_path):
     proc = run([sfer_command()], unbuilt_source_tree(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "agree" in proc.stdout.lower(), proc.stdout
+    # the demo's worked example: the forward op, then its grad fed with its reverse_index_map
+    lines = [" ".join(line.split()) for line in proc.stdout.splitlines()]
+    pair = [
+        "output_indices = [[0, 1], [0, 3], [1, 0], [2, 0], [3, 1], [4, 0]]",
+        "output_values = [1, 2, -1, 3, 4, -1]",
+        "empty_row_indicator = [False, True, False, False, True]",
+        "reverse_index_map = [0, 1, 3, 4] (the output position of each entry)",
+        "reverse_index_map = [0, 1, 3, 4] (int64, from a)",
+        "grad_values = [0.5, 1, 2, 4, 8, 16] (float32)",
+        "d_values = [0.5, 1, 4, 8]",
+        "d_default_value = 18.0 (= grad_values[2] + grad_values[5] = 2 + 16)",
+    ]
+    at = [lines.index(text) for text in pair]  # ValueError names a missing line
+    assert at == sorted(at), proc.stdout
+    assert "MISMATCH" not in proc.stdout
 
 
 def test_import_from_unbuilt_source_tree_says_why(tmp_path):
@@ -210,3 +226,197 @@ def test_cli_grad_bad_dtype(tmp_path):
     assert proc.returncode != 0
     assert "reverse_index_map" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# sfer fill ----------------------------------------------------------------
+
+FILL_FIELDS = ("output_indices", "output_values", "empty_row_indicator", "reverse_index_map")
+
+
+def save_fill_inputs(where, indices, values, dense_shape):
+    np.save(where / "i.npy", indices)
+    np.save(where / "v.npy", values)
+    np.save(where / "s.npy", dense_shape)
+
+
+def assert_npz_is(path, expected):
+    """The .npz at ``path`` holds exactly the FillResult ``expected``: names, dtypes, shapes
+    and bytes."""
+    with np.load(path, allow_pickle=False) as npz:
+        assert sorted(npz.files) == sorted(FILL_FIELDS)
+        for name in FILL_FIELDS:
+            got, want = npz[name], np.asarray(getattr(expected, name))
+            assert got.dtype == want.dtype, name
+            assert got.shape == want.shape, name
+            assert got.tobytes() == want.tobytes(), name
+
+
+def run_main(argv, cwd, monkeypatch, capsys):
+    """``sfer ARGV`` in this process (the console script's ``main``): (status, out, err)."""
+    from sfer._cli import main
+
+    monkeypatch.chdir(cwd)
+    status = main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def shuffled_sparse(rng, n=60, rows=25, rank=3):
+    """indices [n, rank] in shuffled row order, some rows empty, and dense_shape."""
+    indices = np.column_stack([rng.integers(0, rows, n)]
+                              + [rng.integers(0, 7, n) for _ in range(rank - 1)])
+    assert len(set(indices[:, 0].tolist())) < rows  # some rows are empty
+    return indices.astype(np.int32), np.array([rows] + [7] * (rank - 1), dtype=np.int64)
+
+
+def test_cli_fill_round_trip(tmp_path):
+    rng = np.random.default_rng(11)
+    indices, dense_shape = shuffled_sparse(rng)
+    values = rng.standard_normal(len(indices)).astype(np.float32)
+    save_fill_inputs(tmp_path, indices, values, dense_shape)
+    proc = run([sfer_command(), "fill", "i.npy", "v.npy", "s.npy", "--default", "-1.5",
+                "-o", "out.npz"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("wrote out.npz: "), proc.stdout
+    assert not proc.stderr
+    expected = sfer.sparse_fill_empty_rows(indices, values, dense_shape, -1.5)
+    assert expected.empty_row_indicator.any()
+    assert_npz_is(tmp_path / "out.npz", expected)
+    assert {p.name for p in tmp_path.iterdir()} == {"i.npy", "v.npy", "s.npy", "out.npz"}
+
+
+@pytest.mark.parametrize("dtype, text, default", [
+    (np.int8, "-7", -7),
+    (np.uint64, str(2**64 - 1), 2**64 - 1),
+    (np.float64, "2.5e-1", 0.25),
+    (np.float32, "-inf", -np.inf),  # --default takes the next word even if it starts with -
+    (np.float64, "-1e-3", -1e-3),
+    (np.complex64, "1+2j", 1 + 2j),
+    (np.bool_, "TRUE", True),
+    (np.bool_, "0", False),
+    ("U3", "n/a", "n/a"),
+    ("U3", "-x", "-x"),
+    ("U2", "longer", "longer"),  # widens the output dtype, as the API does
+    ("S4", "\u00e9t\u00e9", "\u00e9t\u00e9".encode()),  # bytes as given on the command line
+])
+def test_cli_fill_default_by_dtype(tmp_path, monkeypatch, capsys, dtype, text, default):
+    indices = np.array([[3, 0], [0, 1], [3, 2]], dtype=np.int64)
+    values = np.array([1, 0, 1]).astype(dtype) if np.dtype(dtype).kind not in "SU" else \
+        np.array(["ab", "c", "d"], dtype=dtype)
+    dense_shape = np.array([5, 3])
+    save_fill_inputs(tmp_path, indices, values, dense_shape)
+    status, out, err = run_main(["fill", "i.npy", "v.npy", "s.npy", "--default", text,
+                                 "-o", "out.npz", "-q"], tmp_path, monkeypatch, capsys)
+    assert status == 0, err
+    assert out == err == ""
+    expected = sfer.sparse_fill_empty_rows(indices, values, dense_shape, default)
+    assert_npz_is(tmp_path / "out.npz", expected)
+    with np.load(tmp_path / "out.npz") as npz:
+        assert npz["output_values"][1] == default  # row 1 is empty: position 1 is the default
+
+
+def test_cli_fill_fast_path(tmp_path, monkeypatch, capsys):
+    # no empty row, rows in order: the op hands back views of the memory-mapped inputs
+    indices = np.array([[0, 2], [1, 1], [1, 0], [2, 5]], dtype=np.int64)
+    values = np.array([10, 20, 30, 40], dtype=np.int16)
+    save_fill_inputs(tmp_path, indices, values, np.array([3, 6]))
+    status, out, err = run_main(["fill", "i.npy", "v.npy", "s.npy", "--default", "0",
+                                 "-o", "out.npz"], tmp_path, monkeypatch, capsys)
+    assert status == 0, err
+    assert "0 of 3 rows were empty" in out
+    assert_npz_is(tmp_path / "out.npz",
+                  sfer.sparse_fill_empty_rows(indices, values, np.array([3, 6]), 0))
+
+
+def test_cli_fill_num_threads(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(5)
+    indices, dense_shape = shuffled_sparse(rng, n=200, rows=90, rank=2)
+    values = rng.integers(-100, 100, len(indices)).astype(np.int32)
+    save_fill_inputs(tmp_path, indices, values, dense_shape)
+    expected = sfer.sparse_fill_empty_rows(indices, values, dense_shape, 9, num_threads=1)
+    seen = []
+    real = sfer.sparse_fill_empty_rows
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("num_threads", "missing"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sfer, "sparse_fill_empty_rows", spy)
+    for option, threads in [(["--num-threads", "3"], 3), (["--threads", "2"], 2), ([], None)]:
+        status, _, err = run_main(["fill", "i.npy", "v.npy", "s.npy", "--default", "9",
+                                   "-o", "out.npz", *option], tmp_path, monkeypatch, capsys)
+        assert status == 0, err
+        assert seen[-1] == threads
+        assert_npz_is(tmp_path / "out.npz", expected)
+    status, _, err = run_main(["fill", "i.npy", "v.npy", "s.npy", "--default", "9",
+                               "-o", "bad.npz", "--num-threads", "0"], tmp_path, monkeypatch,
+                              capsys)
+    assert status == 2
+    assert "expected a positive integer, got '0'" in err
+    assert not (tmp_path / "bad.npz").exists()
+
+
+def test_cli_fill_out_of_range_row(tmp_path):
+    indices = np.array([[0, 0], [4, 1], [5, 0], [-1, 0]], dtype=np.int64)
+    save_fill_inputs(tmp_path, indices, np.arange(4.0), np.array([5, 2]))
+    proc = run([sfer_command(), "fill", "i.npy", "v.npy", "s.npy", "--default", "0",
+                "-o", "out.npz"], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr == "sfer: error: indices[2, 0] = 5 is out of range [0, 5)\n"
+    assert proc.stdout == ""
+    assert not (tmp_path / "out.npz").exists()
+
+
+def fill_error(tmp_path, monkeypatch, capsys, files, default="0"):
+    """Run ``sfer fill`` on FILES (names in tmp_path) expecting bad input: the one-line
+    message (status 2, nothing written)."""
+    status, out, err = run_main(["fill", *files, "--default", default, "-o", "out.npz"],
+                                tmp_path, monkeypatch, capsys)
+    assert status == 2, err
+    assert out == ""
+    assert err.startswith("sfer: error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "out.npz").exists()
+    assert not list(tmp_path.glob(".sfer-*"))  # no temporary file left behind
+    return err
+
+
+def test_cli_fill_missing_file(tmp_path, monkeypatch, capsys):
+    save_fill_inputs(tmp_path, np.zeros((1, 1), np.int64), np.zeros(1), np.array([1]))
+    err = fill_error(tmp_path, monkeypatch, capsys, ["i.npy", "nope.npy", "s.npy"])
+    assert err == "sfer: error: cannot read values file 'nope.npy': No such file or directory\n"
+
+
+@pytest.mark.parametrize("values, dense_shape, message", [
+    (np.zeros(3), np.array([4, 2]),
+     "values has length 3 but indices has shape (2, 2): len(values) must equal indices.shape[0]"),
+    (np.zeros(2), np.array([4, 2, 1]), "dense_shape has length 3 but indices has shape (2, 2)"),
+    (np.zeros((2, 1)), np.array([4, 2]), "values must be a vector (1-D), got shape (2, 1)"),
+    (np.zeros(2), np.array([4.0, 2.0]), "dense_shape must have an integer dtype, got float64"),
+])
+def test_cli_fill_bad_shape_or_dtype(tmp_path, monkeypatch, capsys, values, dense_shape,
+                                     message):
+    save_fill_inputs(tmp_path, np.array([[0, 0], [3, 1]]), values, dense_shape)
+    err = fill_error(tmp_path, monkeypatch, capsys, ["i.npy", "v.npy", "s.npy"])
+    assert message in err
+
+
+def test_cli_fill_pickled_values_refused(tmp_path, monkeypatch, capsys):
+    save_fill_inputs(tmp_path, np.array([[0, 0]]), np.array(["a"], dtype=object), np.array([2, 1]))
+    err = fill_error(tmp_path, monkeypatch, capsys, ["i.npy", "v.npy", "s.npy"], default="b")
+    assert "values file 'v.npy' holds Python objects" in err
+    assert "does not load pickles" in err
+
+
+@pytest.mark.parametrize("dtype, text, message", [
+    (np.int8, "300", "default_value = 300 does not fit in values' dtype int8 (range [-128, 127])"),
+    (np.int32, "1.5", "default_value has dtype float64, which does not convert to values' dtype "
+                      "int32"),
+    (np.float16, "1e10", "overflows values' dtype float16"),
+    (np.float32, "1+2j", "default_value has dtype complex128, which does not convert"),
+    (np.float64, "one", "--default 'one' is not a number (values have dtype float64)"),
+    (np.bool_, "yes", "--default must be true, false, 1 or 0 for values of dtype bool, got 'yes'"),
+])
+def test_cli_fill_default_does_not_fit(tmp_path, monkeypatch, capsys, dtype, text, message):
+    save_fill_inputs(tmp_path, np.array([[0, 0], [2, 1]]), np.zeros(2, dtype), np.array([4, 2]))
+    err = fill_error(tmp_path, monkeypatch, capsys, ["i.npy", "v.npy", "s.npy"], default=text)
+    assert message in err
