@@ -240,16 +240,15 @@ cdef inline object read_only(cnp.ndarray a):
     return v
 
 
-cdef object check_memory(int64_t dense_rows, int64_t rank, Py_ssize_t size):
+cdef object check_memory(object dense_rows, int64_t rank, Py_ssize_t size):
     # MemoryError, before any allocation, when the outputs of dense_rows rows (one entry each at
     # least, and a flag) cannot exist in this address space: TensorFlow's crashers, such as a
-    # dense_shape of 2**62 rows.
-    cdef int64_t per_row = 1 + 8 * rank + size
-    if dense_rows > (<int64_t>0x7fffffffffffffff) // per_row:
+    # dense_shape of 2**62 rows.  dense_rows: a Python int (a uint64 may exceed int64).
+    cdef object need = dense_rows * (1 + 8 * rank + size)
+    if need > 0x7fffffffffffffff:
         raise MemoryError(
-            f"dense_shape[0] = {dense_rows} rows: the outputs would need at least "
-            f"{dense_rows * per_row} bytes ({per_row} per row), more than this machine can "
-            f"address")
+            f"dense_shape[0] = {dense_rows} rows: the outputs would need at least {need} bytes "
+            f"({1 + 8 * rank + size} per row), more than this machine can address")
 
 
 cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, const char *dflt,
@@ -567,8 +566,8 @@ def sparse_fill_empty_rows(indices, values, dense_shape, default_value, *, num_t
     idx, vals, shape, default, out_dtype = _fill_inputs(indices, values, dense_shape,
                                                         default_value)
     requested = _thread_request(num_threads)
-    if shape.dtype.kind == "u" and int(shape[0]) > 0x7fffffffffffffff:
-        check_memory(0x7fffffffffffffff, idx.shape[1], out_dtype.itemsize)
+    if int(shape[0]) > 0x7fffffffffffffff:   # a uint64 beyond int64: no row can be placed
+        check_memory(int(shape[0]), idx.shape[1], out_dtype.itemsize)
     ind = np.ascontiguousarray(idx, dtype=np.int64)   # uint64 rows beyond int64: negative, bad
     vals_k = np.ascontiguousarray(vals, dtype=out_dtype)
     if out_dtype.hasobject or out_dtype.kind == "T":
