@@ -1,0 +1,130 @@
+"""The compiled forward op's three paths ("fast", "sorted", "counting"), each aimed at on
+purpose and checked against sfer.reference bit for bit, serial and threaded (up to 16 threads
+on any machine): the places where a path's bookkeeping could slip (gaps at the start, at the
+end, across a thread's slice boundary, one row spanning every slice, no entries at all, the
+counting path with fewer counting threads), and the C entry's own conversion of
+``default_value``, which must agree with sfer._fill_inputs' rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sfer
+from helpers import SERIAL_BELOW
+from sfer import _fill, reference
+from test_fill import same
+
+THREADS = (1, 2, 3, 16)
+BIG = 2 * SERIAL_BELOW  # entries: threaded
+
+
+def rows_matrix(rows, rank=2, seed=0):
+    rows = np.asarray(rows, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rows[:, None], rng.integers(-3, 9, (rows.size, rank - 1))], axis=1)
+
+
+def case(name, n):
+    """(indices, dense_rows, the path it must take) for ``n`` entries."""
+    rng = np.random.default_rng(n)
+    if name == "gaps_everywhere":  # empty rows at the start, inside, at the end
+        rows = np.sort(rng.integers(10, 3 * n, n))
+        return rows_matrix(rows), 3 * n + 10, "sorted"
+    if name == "one_long_gap":  # one gap longer than any thread's slice of entries
+        rows = np.r_[np.zeros(n // 2, np.int64), np.full(n - n // 2, 5 * n)]
+        return rows_matrix(rows), 5 * n + 1, "sorted"
+    if name == "gap_at_each_boundary":  # rows jump at every slice boundary of 2, 3, 16 threads
+        rows = np.zeros(n, np.int64)
+        for t in (2, 3, 16):
+            for k in range(1, t):
+                rows[k * n // t:] += 2
+        return rows_matrix(rows), int(rows[-1]) + 3, "sorted"
+    if name == "one_row":  # every entry in one row, the other rows empty
+        return rows_matrix(np.full(n, 7)), 11, "sorted"
+    if name == "no_entries":  # only defaults (threaded through dense_rows alone)
+        return rows_matrix(np.zeros(0, np.int64), rank=3), n, "sorted"
+    if name == "every_row_once":
+        return rows_matrix(np.arange(n), rank=1), n, "fast"
+    if name == "every_row_twice":
+        return rows_matrix(np.repeat(np.arange(n // 2), 2)), n // 2, "fast"
+    if name == "shuffled":
+        return rows_matrix(rng.integers(0, n // 2, n)), n // 2, "counting"
+    if name == "one_step_down":  # sorted but for one entry: the counting path
+        rows = np.sort(rng.integers(0, n // 2, n))
+        rows[n // 2], rows[n // 2 + 1] = rows[n // 2 + 1] + 1, rows[n // 2]
+        return rows_matrix(rows), n // 2 + 2, "counting"
+    if name == "few_entries_many_rows":  # counters would outweigh the outputs: fewer counters
+        return rows_matrix(rng.integers(0, 40 * n, 64)), 40 * n, "counting"
+    raise ValueError(name)
+
+
+CASES = ["gaps_everywhere", "one_long_gap", "gap_at_each_boundary", "one_row", "no_entries",
+         "every_row_once", "every_row_twice", "shuffled", "one_step_down",
+         "few_entries_many_rows"]
+
+
+@pytest.mark.parametrize("n", [40, BIG], ids=["serial", "threaded"])
+@pytest.mark.parametrize("name", CASES)
+def test_each_path_against_the_reference(name, n):
+    idx, dense_rows, path = case(name, n)
+    shape = [dense_rows] + [9] * (idx.shape[1] - 1)
+    vals = np.arange(idx.shape[0], dtype=np.float64) * 0.5 - 3.0
+    want = reference.sparse_fill_empty_rows(idx, vals, shape, -0.0)
+    for nt in THREADS:
+        got = sfer.sparse_fill_empty_rows(idx, vals, shape, -0.0, num_threads=nt)
+        assert _fill._last_path() == path, (name, nt)
+        same(got, want)
+
+
+@pytest.mark.parametrize("name", ["gaps_everywhere", "shuffled", "every_row_twice"])
+def test_each_path_with_object_and_wide_values(name):
+    idx, dense_rows, path = case(name, BIG)
+    shape = [dense_rows, 9]
+    n = idx.shape[0]
+    for vals, default in ((np.array([str(i) for i in range(n)], dtype=object), "default"),
+                          (np.arange(n).astype("S12"), b"a-longer-default"),
+                          (np.arange(2 * n, dtype=np.float64).view(np.complex128), 1j)):
+        want = reference.sparse_fill_empty_rows(idx, vals, shape, default)
+        got = sfer.sparse_fill_empty_rows(idx, vals, shape, default, num_threads=16)
+        assert _fill._last_path() == path
+        same(got, want)
+
+
+# default_value as the C entry converts it (Python float, int, bool, or a NumPy scalar of the
+# values' own type) must give what sfer._fill_inputs gives: the same bits or the same error.
+DEFAULTS = [0.0, -0.0, 1.5, 1e300, -1e300, float("inf"), float("nan"), 3.4028235e38,
+            3.4028236e38, 0, -1, 255, 256, -129, 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64,
+            -2**63, -2**63 - 1, True, False]
+VALUE_DTYPES = ["float32", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32",
+                "int64", "uint64", "bool", "float16", "complex64"]
+
+
+@pytest.mark.parametrize("dtype", VALUE_DTYPES)
+def test_default_conversion_as_the_rules(dtype):
+    idx = rows_matrix([0, 2])
+    vals = np.ones(2, dtype=dtype)
+    defaults = DEFAULTS + [np.dtype(dtype).type(0), np.float64(1.5), np.int64(7)]
+    for default in defaults:
+        try:
+            want = reference.sparse_fill_empty_rows(idx, vals, [4, 9], default)
+        except (TypeError, ValueError) as exc:
+            with pytest.raises(type(exc)) as got_exc:
+                sfer.sparse_fill_empty_rows(idx, vals, [4, 9], default)
+            assert str(got_exc.value) == str(exc), default
+        else:
+            same(sfer.sparse_fill_empty_rows(idx, vals, [4, 9], default), want)
+
+
+@pytest.mark.parametrize("shape", [(4, 9), [4, 9], np.array([4, 9]), np.array([4, 9], np.int32),
+                                   [4, -9], (np.int64(4), 9), [4, 2**63 - 1]])
+def test_dense_shape_forms(shape):
+    idx = rows_matrix([0, 2])
+    vals = np.ones(2, np.float32)
+    same(sfer.sparse_fill_empty_rows(idx, vals, shape, 0.0),
+         reference.sparse_fill_empty_rows(idx, vals, shape, 0.0))
+
+
+def test_negative_dense_rows_through_the_c_entry():
+    with pytest.raises(ValueError, match=r"dense_shape\[0\] must be >= 0, got -4"):
+        sfer.sparse_fill_empty_rows(rows_matrix([0]), np.ones(1), np.array([-4, 9]), 0.0)
