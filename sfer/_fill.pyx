@@ -56,6 +56,12 @@ cdef enum:
     PATH_COUNTING = 3
 
 cdef int _last_path_code = 0   # the path of the latest call that reached one (a test hook)
+cdef bint _wide_counters = False    # int64 counters even where int32 fit (a test hook)
+
+
+ctypedef fused cnt_t:     # the counting path's counters: int32 whenever N + dense_rows fits,
+    int32_t                 # which halves the memory they hit at random
+    int64_t
 
 
 ctypedef struct slice_scan:
@@ -158,7 +164,7 @@ cdef inline void copy_run(const int64_t *ind, int64_t rank, const char *vals, Py
 
 
 cdef void count_rows(const int64_t *ind, int64_t rank, int64_t i0, int64_t i1,
-                     int64_t *counts) noexcept nogil:
+                     cnt_t *counts) noexcept nogil:
     # counts: in/out (zeroed).  Counts the rows of entries i0 <= i < i1 (checked already),
     # each counter prefetched AHEAD entries before it is needed: unsorted rows hit the
     # counters at random, and the prefetches keep many of those misses in flight.
@@ -171,7 +177,7 @@ cdef void count_rows(const int64_t *ind, int64_t rank, int64_t i0, int64_t i1,
 
 
 cdef void place_counted(const int64_t *ind, int64_t rank, const char *vals, Py_ssize_t size,
-                        int64_t i0, int64_t i1, int64_t *next_pos, int64_t *out_ind,
+                        int64_t i0, int64_t i1, cnt_t *next_pos, int64_t *out_ind,
                         char *out_vals, int64_t *rim) noexcept nogil:
     # next_pos: in/out (this thread's next output position in each row); out_ind, out_vals,
     # rim: out.  Places entries i0 <= i < i1 in input order.  Two prefetch stages: the row's
@@ -188,7 +194,7 @@ cdef void place_counted(const int64_t *ind, int64_t rank, const char *vals, Py_s
                 sfer_prefetch_w(out_vals + q * size)
         r = ind[i * rank]
         p = next_pos[r]
-        next_pos[r] = p + 1
+        next_pos[r] = <cnt_t>(p + 1)
         rim[i] = p
         for k in range(rank):
             out_ind[p * rank + k] = ind[i * rank + k]
@@ -196,12 +202,18 @@ cdef void place_counted(const int64_t *ind, int64_t rank, const char *vals, Py_s
             copy_item(out_vals + p * size, vals + i * size, size)
 
 
-cdef int64_t layout_counted(int64_t dense_rows, int nthreads, int64_t *counts, int64_t *starts,
-                            uint8_t *empty) noexcept nogil:
-    # counts [nthreads, dense_rows]: in, the rows' counts per thread; out, each thread's first
-    # output position in each row.  starts, empty: out.  Returns N_full.
+cdef int64_t count_and_lay_out(const int64_t *ind, int64_t n, int64_t rank, int64_t dense_rows,
+                               int nthreads, cnt_t *counts, int64_t *starts,
+                               uint8_t *empty) noexcept nogil:
+    # counts [nthreads, dense_rows] (zeroed): out, each thread's first output position in each
+    # row.  starts, empty: out.  Each thread counts the rows of its slice; the counts become,
+    # row by row, the threads' first positions.  Returns N_full.
     cdef int64_t r, c, p, run = 0
     cdef int64_t t
+    cdef int t32
+    for t32 in prange(nthreads, schedule='static', num_threads=nthreads):
+        count_rows(ind, rank, t32 * n // nthreads, (t32 + 1) * n // nthreads,
+                   &counts[t32 * dense_rows])
     for r in prange(dense_rows, schedule='static', num_threads=nthreads):
         c = 0
         for t in range(nthreads):
@@ -216,9 +228,19 @@ cdef int64_t layout_counted(int64_t dense_rows, int nthreads, int64_t *counts, i
         p = starts[r]
         for t in range(nthreads):
             c = counts[t * dense_rows + r]
-            counts[t * dense_rows + r] = p
+            counts[t * dense_rows + r] = <cnt_t>p
             p = p + c
     return run
+
+
+cdef void place_all_counted(const int64_t *ind, int64_t n, int64_t rank, const char *vals,
+                            Py_ssize_t size, int64_t dense_rows, int nthreads, cnt_t *counts,
+                            int64_t *out_ind, char *out_vals, int64_t *rim) noexcept nogil:
+    # counts: in/out, from count_and_lay_out.  Each thread places its slice.
+    cdef int t
+    for t in prange(nthreads, schedule='static', num_threads=nthreads):
+        place_counted(ind, rank, vals, size, t * n // nthreads, (t + 1) * n // nthreads,
+                      &counts[t * dense_rows], out_ind, out_vals, rim)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,7 +293,9 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
     cdef int64_t *oip
     cdef char *ovp
     cdef uint8_t *ep
-    cdef int64_t *cp
+    cdef void *cp
+    cdef int64_t *sp
+    cdef bint narrow
     cdef slice_scan *scans
     nthreads = plan_threads(requested, n + dense_rows)
     scans = <slice_scan *>malloc(nthreads * sizeof(slice_scan))
@@ -342,19 +366,22 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
             # 2c. not sorted: a stable counting sort, with fewer threads counting when their
             # counters would take more memory than the outputs
             sfer_atomic_store(&_last_path_code, PATH_COUNTING)
+            narrow = n + dense_rows <= 0x7fffffff and not _wide_counters
             tc = nthreads
-            while tc > 1 and <double>tc * dense_rows * 8 > <double>n * (8 * rank + size + 8):
+            while tc > 1 and (<double>tc * dense_rows * (4 if narrow else 8)
+                              > <double>n * (8 * rank + size + 8)):
                 tc -= 1
             shape2[0] = tc
             shape2[1] = dense_rows
-            counts = cnp.PyArray_ZEROS(2, shape2, cnp.NPY_INT64, 0)
-            cp = <int64_t *>cnp.PyArray_DATA(counts)
+            counts = cnp.PyArray_ZEROS(2, shape2, cnp.NPY_INT32 if narrow else cnp.NPY_INT64, 0)
+            cp = cnp.PyArray_DATA(counts)
             starts = cnp.PyArray_EMPTY(1, &rows_, cnp.NPY_INT64, 0)
+            sp = <int64_t *>cnp.PyArray_DATA(starts)
             with nogil:
-                for t in prange(tc, schedule='static', num_threads=tc):
-                    count_rows(ip, rank, t * n // tc, (t + 1) * n // tc, &cp[t * dense_rows])
-                n_full = layout_counted(dense_rows, tc, cp,
-                                        <int64_t *>cnp.PyArray_DATA(starts), ep)
+                if narrow:
+                    n_full = count_and_lay_out(ip, n, rank, dense_rows, tc, <int32_t *>cp, sp, ep)
+                else:
+                    n_full = count_and_lay_out(ip, n, rank, dense_rows, tc, <int64_t *>cp, sp, ep)
             shape2[0] = n_full
             shape2[1] = rank
             out_ind = cnp.PyArray_EMPTY(2, shape2, cnp.NPY_INT64, 0)
@@ -362,13 +389,15 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
             oip = <int64_t *>cnp.PyArray_DATA(out_ind)
             ovp = <char *>cnp.PyArray_DATA(out_vals) if dflt != NULL else NULL
             with nogil:
-                for t in prange(tc, schedule='static', num_threads=tc):
-                    place_counted(ip, rank, vp, size, t * n // tc, (t + 1) * n // tc,
-                                  &cp[t * dense_rows], oip, ovp, rp)
+                if narrow:
+                    place_all_counted(ip, n, rank, vp, size, dense_rows, tc, <int32_t *>cp,
+                                      oip, ovp, rp)
+                else:
+                    place_all_counted(ip, n, rank, vp, size, dense_rows, tc, <int64_t *>cp,
+                                      oip, ovp, rp)
                 for q in prange(dense_rows, schedule='static', num_threads=nthreads):
                     if ep[q]:
-                        put_default(q, (<int64_t *>cnp.PyArray_DATA(starts))[q], rank, dflt,
-                                    size, oip, ovp)
+                        put_default(q, sp[q], rank, dflt, size, oip, ovp)
         if dflt == NULL:   # references (objects, StringDType): placed by NumPy, under the GIL
             out_vals[...] = default
             out_vals[rim] = vals
@@ -584,3 +613,11 @@ def _last_path():
     """The path the latest call that reached one took: ``"fast"``, ``"sorted"`` or
     ``"counting"``; None before any (a test hook, racy across Python threads)."""
     return _PATH_NAMES.get(sfer_atomic_load(&_last_path_code))
+
+
+def _use_wide_counters(flag):
+    """Make the counting path use int64 counters even where int32 ones fit (True), or only
+    where they must (False, the default): a test hook, for the path that otherwise needs
+    N + dense_rows >= 2**31."""
+    global _wide_counters
+    _wide_counters = bool(flag)

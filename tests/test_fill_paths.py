@@ -64,9 +64,24 @@ CASES = ["gaps_everywhere", "one_long_gap", "gap_at_each_boundary", "one_row", "
          "few_entries_many_rows"]
 
 
+COUNTING = ["shuffled", "one_step_down", "few_entries_many_rows"]
+
+
+@pytest.fixture
+def wide_counters(request):
+    """The counting path's counters: int32 (whenever N + dense_rows < 2**31), or, for the
+    "wide" cases, int64 (which otherwise needs inputs too big for a test)."""
+    _fill._use_wide_counters(request.param)
+    yield
+    _fill._use_wide_counters(False)
+
+
 @pytest.mark.parametrize("n", [40, BIG], ids=["serial", "threaded"])
-@pytest.mark.parametrize("name", CASES)
-def test_each_path_against_the_reference(name, n):
+@pytest.mark.parametrize("name,wide_counters",
+                         [(c, False) for c in CASES] + [(c, True) for c in COUNTING],
+                         ids=CASES + [c + "-int64_counters" for c in COUNTING],
+                         indirect=["wide_counters"])
+def test_each_path_against_the_reference(name, n, wide_counters):
     idx, dense_rows, path = case(name, n)
     shape = [dense_rows] + [9] * (idx.shape[1] - 1)
     vals = np.arange(idx.shape[0], dtype=np.float64) * 0.5 - 3.0
