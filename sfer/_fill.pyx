@@ -30,7 +30,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from sfer._common cimport sfer_atomic_load, sfer_atomic_store, sfer_prefetch_w
-from sfer._runtime cimport enter_call, leave_call, plan_threads
+from sfer._runtime cimport SERIAL_BELOW, enter_call, leave_call, plan_threads
 
 import numpy as np
 
@@ -135,9 +135,7 @@ cdef void place_sorted(const int64_t *ind, int64_t rank, const char *vals, Py_ss
     cdef int64_t i, q, k, r, s = i0, prev = ind[(i0 - 1) * rank] if i0 > 0 else -1
     for i in range(i0, i1):
         r = ind[i * rank]
-        if r == prev:
-            continue
-        empty[r] = 0
+        empty[r] = 0       # every entry (no branch on "a new row": it would be mispredicted)
         if r > prev + 1:   # rows prev+1 .. r-1 are empty: the run before them goes first
             copy_run(ind, rank, vals, size, s, i, e, out_ind, out_vals, rim)
             for q in range(prev + 1, r):
@@ -161,6 +159,55 @@ cdef inline void copy_run(const int64_t *ind, int64_t rank, const char *vals, Py
         memcpy(out_vals + (i0 + e) * size, vals + i0 * size, <size_t>((i1 - i0) * size))
     for i in range(i0, i1):
         rim[i] = i + e
+
+
+cdef void scatter_values(const char *vals, Py_ssize_t size, const int64_t *rim, int64_t n,
+                         char *out_vals) noexcept nogil:
+    # out_vals: out.  out_vals[rim[i]] = vals[i] for i < n, one loop per item size (no
+    # dispatch per item).
+    cdef int64_t i
+    if size == 4:
+        for i in range(n):
+            memcpy(out_vals + rim[i] * 4, vals + i * 4, 4)
+    elif size == 8:
+        for i in range(n):
+            memcpy(out_vals + rim[i] * 8, vals + i * 8, 8)
+    elif size == 2:
+        for i in range(n):
+            memcpy(out_vals + rim[i] * 2, vals + i * 2, 2)
+    elif size == 1:
+        for i in range(n):
+            out_vals[rim[i]] = vals[i]
+    elif size == 16:
+        for i in range(n):
+            memcpy(out_vals + rim[i] * 16, vals + i * 16, 16)
+    else:
+        for i in range(n):
+            memcpy(out_vals + rim[i] * size, vals + i * size, <size_t>size)
+
+
+cdef extern from "src/sfer_fill.h":
+    int64_t sfer_place_sorted_rows(const int64_t *ind, int64_t n, int64_t rank,
+                                   int64_t dense_rows, const char *dflt, int64_t size,
+                                   int64_t *out_ind, char *out_vals, int64_t *rim,
+                                   uint8_t *empty, int64_t *bad) noexcept nogil
+
+
+cdef int64_t place_small(const int64_t *ind, int64_t n, int64_t rank, int64_t dense_rows,
+                         const char *vals, Py_ssize_t size, const char *dflt, int64_t *out_ind,
+                         char *out_vals, int64_t *rim, uint8_t *empty,
+                         int64_t *bad) noexcept nogil:
+    # A small call, on one thread: scan and place in one pass, as long as the rows never
+    # decrease (out_ind and out_vals have room for N + dense_rows entries: N_full is known only
+    # at the end); the values follow in a second loop.  Returns N_full; or -1 when the rows
+    # turn out unsorted (the caller then takes the scan and the counting path, which finds
+    # any bad row); or -2 with bad[0] the first entry whose row is out of range (every entry
+    # before it was in range and sorted).
+    cdef int64_t n_full = sfer_place_sorted_rows(ind, n, rank, dense_rows, dflt, size, out_ind,
+                                                 out_vals, rim, empty, bad)
+    if n_full >= 0 and out_vals != NULL:
+        scatter_values(vals, size, rim, n, out_vals)
+    return n_full
 
 
 cdef void count_rows(const int64_t *ind, int64_t rank, int64_t i0, int64_t i1,
@@ -273,6 +320,58 @@ cdef object check_memory(object dense_rows, int64_t rank, Py_ssize_t size):
             f"({1 + 8 * rank + size} per row), more than this machine can address")
 
 
+cdef object run_small(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, const char *dflt,
+                      object default, object given):
+    # A small call (on one thread): place_small's single pass; the result, or None when the
+    # rows are not sorted (the caller goes on as for a large call).  Arguments as run_fill's.
+    cdef int64_t n = cnp.PyArray_DIM(ind, 0)
+    cdef int64_t rank = cnp.PyArray_DIM(ind, 1)
+    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(vals)
+    cdef const int64_t *ip = <const int64_t *>cnp.PyArray_DATA(ind)
+    cdef cnp.npy_intp dims[2]
+    cdef cnp.npy_intp rows_ = dense_rows
+    cdef cnp.PyArray_Dims new_shape
+    cdef int64_t n_full, bad = -1
+    cdef cnp.ndarray out_ind, out_vals, empty, rim
+    cdef int64_t i
+    for i in range(1, min(n, 16)):   # unsorted rows show early, as a rule: no outputs wasted
+        if ip[i * rank] < ip[(i - 1) * rank]:
+            return None
+    dims[0] = n + dense_rows
+    dims[1] = rank
+    out_ind = cnp.PyArray_EMPTY(2, dims, cnp.NPY_INT64, 0)
+    out_vals = new_like(dims[0], vals)
+    empty = cnp.PyArray_EMPTY(1, &rows_, cnp.NPY_BOOL, 0)
+    rim = cnp.PyArray_EMPTY(1, <cnp.npy_intp *>&n, cnp.NPY_INT64, 0)
+    with nogil:
+        n_full = place_small(ip, n, rank, dense_rows,
+                             <const char *>cnp.PyArray_DATA(vals) if dflt != NULL else NULL,
+                             size, dflt, <int64_t *>cnp.PyArray_DATA(out_ind),
+                             <char *>cnp.PyArray_DATA(out_vals) if dflt != NULL else NULL,
+                             <int64_t *>cnp.PyArray_DATA(rim),
+                             <uint8_t *>cnp.PyArray_DATA(empty), &bad)
+    if n_full == -1:
+        return None
+    if n_full == -2:
+        raise IndexError(
+            f"indices[{bad}, 0] = {ip[bad * rank] if given is None else int(given[bad, 0])}"
+            f" is out of range [0, {dense_rows})")
+    if n_full == n:   # the fast path after all: rim is 0..N-1, no row empty
+        sfer_atomic_store(&_last_path_code, PATH_FAST)
+        return _tuple_new(FillResult, (read_only(ind), read_only(vals), empty, rim))
+    sfer_atomic_store(&_last_path_code, PATH_SORTED)
+    dims[0] = n_full
+    new_shape.ptr = dims
+    new_shape.len = 2
+    cnp.PyArray_Resize(out_ind, &new_shape, 0, cnp.NPY_CORDER)
+    new_shape.len = 1
+    cnp.PyArray_Resize(out_vals, &new_shape, 0, cnp.NPY_CORDER)
+    if dflt == NULL:   # references (objects, StringDType): placed by NumPy, under the GIL
+        out_vals[...] = default
+        out_vals[rim] = vals
+    return _tuple_new(FillResult, (out_ind, out_vals, empty, rim))
+
+
 cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, const char *dflt,
                      object default, int requested, object given):
     # ind: int64 [n, rank], C-contiguous and aligned; vals: [n] of the output dtype, likewise;
@@ -304,6 +403,10 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
     with nogil:
         nthreads = enter_call(nthreads)
     try:
+        if nthreads == 1 and n + dense_rows < SERIAL_BELOW and dflt != NULL:
+            result = run_small(ind, vals, dense_rows, dflt, default, given)
+            if result is not None:
+                return result
         # 1. scan: the rows checked, sorted or not, how many distinct
         with nogil:
             for t in prange(nthreads, schedule='static', num_threads=nthreads):

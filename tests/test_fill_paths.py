@@ -54,17 +54,20 @@ def case(name, n):
         rows = np.sort(rng.integers(0, n // 2, n))
         rows[n // 2], rows[n // 2 + 1] = rows[n // 2 + 1] + 1, rows[n // 2]
         return rows_matrix(rows), n // 2 + 2, "counting"
+    if name == "down_by_one_late":  # sorted but for one step down by 1, after 20 entries
+        rows = np.r_[np.arange(20) // 2, 8, np.sort(rng.integers(8, 12, n - 21))]
+        return rows_matrix(rows), 12, "counting"
     if name == "few_entries_many_rows":  # counters would outweigh the outputs: fewer counters
         return rows_matrix(rng.integers(0, 40 * n, 64)), 40 * n, "counting"
     raise ValueError(name)
 
 
 CASES = ["gaps_everywhere", "one_long_gap", "gap_at_each_boundary", "one_row", "no_entries",
-         "every_row_once", "every_row_twice", "shuffled", "one_step_down",
+         "every_row_once", "every_row_twice", "shuffled", "one_step_down", "down_by_one_late",
          "few_entries_many_rows"]
 
 
-COUNTING = ["shuffled", "one_step_down", "few_entries_many_rows"]
+COUNTING = ["shuffled", "one_step_down", "down_by_one_late", "few_entries_many_rows"]
 
 
 @pytest.fixture
