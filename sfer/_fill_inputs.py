@@ -11,6 +11,8 @@ from typing import Any, Tuple
 
 import numpy as np
 
+from sfer._convert import as_array
+
 __all__ = ["fill_inputs"]
 
 
@@ -58,14 +60,12 @@ def fill_inputs(indices: Any, values: Any, dense_shape: Any, default_value: Any
 
 
 def _as_array(obj: Any, name: str, *, empty_dtype: Any = None) -> np.ndarray:
-    """``obj`` as an ndarray (ValueError naming ``name`` if NumPy cannot convert it).  An empty
-    sequence becomes ``empty_dtype`` when given ([] is an empty index list, not a float one)."""
+    """``obj`` as an ndarray, a view where :func:`sfer._convert.as_array` can make one
+    (ValueError naming ``name`` if it cannot convert it).  An empty sequence becomes
+    ``empty_dtype`` when given ([] is an empty index list, not a float one)."""
     if isinstance(obj, np.ndarray):
         return obj
-    try:
-        arr = np.asarray(obj)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+    arr = as_array(obj, name)  # the one conversion rule (sfer/_convert.py)
     if empty_dtype is not None and arr.size == 0 and arr.dtype.kind not in "iu":
         arr = arr.astype(empty_dtype)
     return arr
@@ -84,9 +84,9 @@ def _default_as_array(default_value: Any, values_dtype: np.dtype) -> np.ndarray:
     try:
         if values_dtype.names is not None and isinstance(default_value, tuple):
             return np.array(default_value, dtype=values_dtype)
-        return np.asarray(default_value)
     except (ValueError, TypeError, OverflowError) as exc:
         raise ValueError(f"default_value could not be converted to an array: {exc}") from None
+    return as_array(default_value, "default_value")  # e.g. a 0-d array of another library
 
 
 def _is_python_int(default: np.ndarray) -> bool:

@@ -1,7 +1,8 @@
 """The Python slow path: turns whatever the user passed into what the kernels may assume.
 
 The common case (ndarrays a kernel can read as they are) is handled whole in C by the op's
-entry point; everything else comes here to be converted: lists and other sequences, strided,
+entry point; everything else comes here to be converted: lists and other sequences, other
+libraries' arrays (buffers, ``__array__``, DLPack: the rule is ``sfer._convert``'s), strided,
 byte-swapped and unaligned arrays, bfloat16.  This module only converts; every accept/reject
 rule (dtypes, ``num_threads``, ``out=``) is decided once, in the op's compiled module, for both
 paths.  Conversion problems (not an array, not 1-D) are explained here.
@@ -14,23 +15,19 @@ from typing import Any
 import numpy as np
 
 from sfer import _grad
+from sfer._convert import as_array
 from sfer._result import GradResult
 
 __all__ = ["as_vector", "for_kernel", "slow_path"]
 
 
 def as_vector(obj: Any, name: str, *, empty_dtype: Any = None) -> np.ndarray:
-    """``obj`` as a 1-D ndarray (not yet converted for the kernel); ValueError if it is not
-    convertible or not 1-D.  An empty sequence becomes ``empty_dtype`` when given."""
-    if isinstance(obj, np.ndarray):
-        arr = obj
-    else:
-        try:
-            arr = np.asarray(obj)
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise ValueError(f"{name} could not be converted to an array: {exc}") from None
-        if empty_dtype is not None and arr.size == 0:
-            arr = arr.astype(empty_dtype)  # [] and () mean an empty map, not a float one
+    """``obj`` as a 1-D ndarray (not yet converted for the kernel; a view where
+    :func:`sfer._convert.as_array` can make one); ValueError if it is not convertible or not
+    1-D.  An empty sequence becomes ``empty_dtype`` when given."""
+    arr = as_array(obj, name)  # the one conversion rule (sfer/_convert.py)
+    if empty_dtype is not None and arr.size == 0 and not isinstance(obj, np.ndarray):
+        arr = arr.astype(empty_dtype)  # [] and () mean an empty map, not a float one
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     return arr

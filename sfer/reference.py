@@ -100,8 +100,9 @@ arrays; the compiled op hands back read-only views where it can).
 
 The inputs are checked in four stages, each in the order of the arguments:
 
-1. conversion: each input through ``np.asarray`` (``ValueError`` naming the argument if it
-   fails);
+1. conversion: each input through ``np.asarray``, or ``np.from_dlpack`` for a DLPack
+   producer that ``np.asarray`` cannot convert (``sfer._convert``'s rule; ``ValueError``
+   naming the argument if it fails or the producer is not on the CPU);
 2. dtypes (``TypeError``): ``indices`` and ``dense_shape`` need an integer dtype;
    ``default_value`` must be of a kind NumPy casts to ``values``' dtype with
    ``casting="same_kind"`` (bytes for ``S`` values, str for ``U`` and StringDType values,
