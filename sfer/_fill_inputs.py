@@ -155,7 +155,11 @@ def _check_default_fits(default: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
         except ValueError as exc:
             raise ValueError(f"default_value = {x!r} is not a datetime64: {exc}") from None
     with np.errstate(all="ignore"):
-        converted = default.astype(out_dtype)
+        try:
+            converted = default.astype(out_dtype)
+        except OverflowError:  # NumPy >= 2.5 raises where older versions wrapped (datetimes)
+            raise ValueError(f"default_value = {x!r} does not fit in values' dtype "
+                             f"{out_dtype} (out of its range)") from None
     if out_dtype.kind in "fc" or _is_float_like(out_dtype):
         if _finite(default) and not _finite(converted):
             raise ValueError(f"default_value = {x!r} overflows values' dtype {out_dtype}")
