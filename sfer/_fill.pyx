@@ -396,14 +396,17 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
     cdef int64_t *sp
     cdef bint narrow
     cdef slice_scan *scans
-    nthreads = plan_threads(requested, n + dense_rows)
+    # the work (saturated: dense_rows may be as large as 2**63 - 1)
+    cdef int64_t work = (n + dense_rows if dense_rows <= 0x7fffffffffffffff - n
+                         else 0x7fffffffffffffff)
+    nthreads = plan_threads(requested, work)
     scans = <slice_scan *>malloc(nthreads * sizeof(slice_scan))
     if scans == NULL:
         raise MemoryError("sfer: could not allocate the kernel's work space")
     with nogil:
         nthreads = enter_call(nthreads)
     try:
-        if nthreads == 1 and n + dense_rows < SERIAL_BELOW and dflt != NULL:
+        if nthreads == 1 and work < SERIAL_BELOW and dflt != NULL:
             result = run_small(ind, vals, dense_rows, dflt, default, given)
             if result is not None:
                 return result
@@ -701,6 +704,8 @@ def sparse_fill_empty_rows(indices, values, dense_shape, default_value, *, num_t
     if int(shape[0]) > 0x7fffffffffffffff:   # a uint64 beyond int64: no row can be placed
         check_memory(int(shape[0]), idx.shape[1], out_dtype.itemsize)
     ind = np.ascontiguousarray(idx, dtype=np.int64)   # uint64 rows beyond int64: negative, bad
+    if not ind.flags.aligned:   # ascontiguousarray keeps an unaligned buffer: the kernels load int64
+        ind = ind.copy()
     vals_k = np.ascontiguousarray(vals, dtype=out_dtype)
     if out_dtype.hasobject or out_dtype.kind == "T":
         return run_fill(ind, vals_k, int(shape[0]), NULL, default, requested, idx)

@@ -82,7 +82,8 @@ cdef enum:
 
 cdef enum:
     BLOCK = 4096            # positions per summation block (a multiple of 8)
-    MAX_THREADS = 65536     # num_threads above this is taken as this
+    MAX_THREADS = 256       # num_threads above this is taken as this: asking GNU libgomp for
+                            # tens of thousands of threads crashes the process
     LANES = 8               # lanes of a block sum (complex: LANES // 2 per part)
     MAP_AHEAD = 512         # block walk: prefetch the map this many entries ahead
     SCREEN = 256            # entries looks_block_ordered checks at the start, and spread out
