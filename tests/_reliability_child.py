@@ -14,9 +14,10 @@ MODE:
                           WAIT is the time limit for the children in seconds
   threads OP              8 Python threads call the op at once on shared inputs
   threadpoolctl           threadpoolctl finds and limits sfer's OpenMP
-  hostile [OP [huge]]     the hostile-input batch of test_reliability.hostile_cases() ("grad",
-                          the default) or fill_hostile_cases() ("fill"), 3 times; "huge": once,
-                          only the fill cases with a huge dense_shape.  "fill" runs under an
+  hostile                 the grad's hostile-input batch (test_reliability.hostile_cases()),
+                          3 times
+  fill_hostile FILE       the forward op's hostile cases (test_reliability.fill_hostile_cases())
+                          named in the JSON list in FILE, one line of output each, under an
                           address-space limit (see limit_address_space)
   big PATH                an int8 np.memmap of 2**31 + 16 elements (a sparse file at PATH)
   leaks OP ROUNDS PARALLEL_ROUNDS [inject-leak]
@@ -25,6 +26,7 @@ MODE:
   readonly_mmap OP DIR    inputs in read-only (PROT_READ) memory maps in DIR
   many_threads OP CASE    a call asking for sfer's largest num_threads (MAX_THREADS) on an input
                           above the serial threshold, under an address-space limit
+  fill_unaligned          the forward op on C-contiguous int64 indices at an odd address
 """
 
 import os
@@ -304,7 +306,8 @@ def _grad_threads():
 
 
 def _fill_threads():
-    n, dense_rows = 200_000, 100_000
+    n, dense_rows = (100_000, 50_000) if os.environ.get("SFER_SANITIZE") == "1" else (
+        200_000, 100_000)
     rng = np.random.default_rng(6)
     rows = rng.integers(0, dense_rows, n)  # about 13% of the rows empty
     shuffled = np.stack([rows, rng.integers(-(2**62), 2**62, n)], axis=1)
@@ -324,9 +327,10 @@ def _fill_threads():
         "object": (objs, ("the default",)),
     }
     bad = shuffled.copy()
-    bad[150_000, 0] = -1
-    bad[123_456, 0] = dense_rows
-    bad_msg = f"indices[123456, 0] = {dense_rows} is out of range [0, {dense_rows})"
+    first = n * 5 // 8 + 3  # the first bad entry; a later one after it
+    bad[n * 3 // 4 - 1, 0] = -1
+    bad[first, 0] = dense_rows
+    bad_msg = f"indices[{first}, 0] = {dense_rows} is out of range [0, {dense_rows})"
     combos = [(k, v) for k in indices for v in values]
 
     def call(k, v, nt, idx=None):
@@ -432,22 +436,32 @@ def limit_address_space():
     return limit
 
 
-def hostile_mode(op="grad", which="all"):
+def hostile_mode():
     import test_reliability as T
 
-    if op == "grad":
-        names, call = sorted(T.hostile_cases()), T._call_hostile
-    else:
-        limit_address_space()
-        cases = T.fill_hostile_cases()
-        names = sorted(k for k, c in cases.items() if which == "all" or c.huge)
-        call = T._call_fill_hostile
+    names = sorted(T.hostile_cases())
     outcomes = {}
-    for _ in range(3 if which == "all" else 1):  # repeated: a corruption may crash a later call
+    for _ in range(3):  # repeated: a corruption may crash a later call
         for name in names:
             print(name, file=sys.stderr, flush=True)  # the last name shows where a crash hit
-            outcomes[name] = call(name)
+            outcomes[name] = T._call_hostile(name)
     return outcomes
+
+
+def fill_hostile_mode(sequence_file):
+    """The fill hostile cases named in the JSON list in ``sequence_file``, in that order (a
+    name may come several times), under an address-space limit.  Each outcome is printed as
+    a line ``[name, outcome]`` as soon as it is known, so that after a crash the test knows
+    which calls finished (and which one crashed: the next), and can go on with the rest."""
+    import test_reliability as T
+
+    limit_address_space()
+    with open(sequence_file) as f:
+        sequence = json.load(f)
+    for name in sequence:
+        print(name, file=sys.stderr, flush=True)
+        print(json.dumps([name, T._call_fill_hostile(name)]), flush=True)
+    return {"done": len(sequence)}
 
 
 def big_mode(path):
@@ -749,15 +763,15 @@ def _fill_readonly_mmap(d):
     memory with an input (the fast path's views) must be read-only; then IndexErrors."""
     from checks import fill_digest
 
-    n, dense_rows = 150_000, 100_000
+    n, dense_rows = 90_000, 60_000
     rng = np.random.default_rng(4)
     idx = np.stack([rng.integers(0, dense_rows, n), rng.integers(-9, 9, n)], axis=1)
     fast = idx[np.argsort(idx[:, 0], kind="stable")]
     fast[:, 0] = np.sort(np.concatenate([np.arange(dense_rows),
                                          rng.integers(0, dense_rows, n - dense_rows)]))
     bad = idx.copy()
-    bad[140_000, 0] = -1  # in the last thread's slice, after the first bad one
-    bad[100_000, 0] = dense_rows
+    bad[85_000, 0] = -1  # in the last thread's slice, after the first bad one
+    bad[60_000, 0] = dense_rows
     specs = {"idx": idx, "idx_fast": fast, "idx_be": idx.astype(">i8"), "idx_bad": bad,
              "vals": rng.standard_normal(n), "vals_be": rng.standard_normal(n).astype(">f4"),
              "shape": np.array([dense_rows, 9])}
@@ -792,6 +806,46 @@ def _fill_readonly_mmap(d):
 
 def readonly_mmap_mode(op, d):
     return (_grad_readonly_mmap if op == "grad" else _fill_readonly_mmap)(d)
+
+
+def unaligned_2d(a):
+    """A copy of the 2-D array ``a`` at an odd byte offset: C-contiguous, not aligned."""
+    raw = np.zeros(a.size * a.itemsize + 1, dtype=np.uint8)
+    view = raw[1:].view(a.dtype).reshape(a.shape)
+    view[...] = a
+    return view
+
+
+def fill_unaligned_mode():
+    """The forward op on C-contiguous int64 indices at an odd address (general path, fast
+    path, above the serial threshold on 2 and 16 threads, an IndexError), against
+    sfer.reference bit for bit."""
+    from checks import fill_digest
+
+    rng = np.random.default_rng(12)
+    problems, done = [], []
+    for n, rows, nt in ((600, 400, 1), (100_000, 50_000, 2), (100_000, 50_000, 16)):
+        idx = np.stack([rng.integers(0, rows, n), rng.integers(-9, 9, n)], axis=1)
+        fast = idx[np.argsort(idx[:, 0], kind="stable")]
+        fast[:, 0] = np.sort(np.concatenate([np.arange(rows), rng.integers(0, rows, n - rows)]))
+        vals = rng.standard_normal(n)
+        for label, ind in (("general", idx), ("fast_path", fast)):
+            u = unaligned_2d(ind)
+            assert not u.flags.aligned and u.flags.c_contiguous
+            want = fill_digest(reference.sparse_fill_empty_rows(ind, vals, [rows, 9], 0.5))
+            got = fill_digest(sfer.sparse_fill_empty_rows(u, vals, [rows, 9], 0.5,
+                                                          num_threads=nt))
+            if got != want:
+                problems.append(f"{label} N={n} num_threads={nt}: differs from the reference")
+            done.append(f"{label}/{n}/{nt}")
+        bad = unaligned_2d(idx)
+        bad[n // 3, 0] = -1
+        try:
+            sfer.sparse_fill_empty_rows(bad, vals, [rows, 9], 0.5, num_threads=nt)
+            problems.append(f"N={n}: no IndexError")
+        except IndexError as exc:
+            done.append(str(exc))
+    return {"problems": problems, "done": done}
 
 
 # =============================================================================================
@@ -840,10 +894,12 @@ MODES = {
     "threads": threads_mode,
     "threadpoolctl": threadpoolctl_mode,
     "hostile": hostile_mode,
+    "fill_hostile": fill_hostile_mode,
     "big": big_mode,
     "leaks": leaks_mode,
     "readonly_mmap": readonly_mmap_mode,
     "many_threads": many_threads_mode,
+    "fill_unaligned": fill_unaligned_mode,
 }
 
 if __name__ == "__main__":
