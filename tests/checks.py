@@ -6,6 +6,8 @@ is ``sfer.reference``'s: these helpers only turn its verdicts into assertions.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from reference import BFLOAT16, native, reference_grad, unreferenced
@@ -116,3 +118,36 @@ def map_cases(n_full: int, rng: np.random.Generator, dtype) -> dict:
         cases["single"] = np.array([n_full - 1])
     cases["none_referenced"] = np.array([], dtype=np.int64)
     return {k: v.astype(dtype) for k, v in cases.items()}
+
+
+def fill_digest(res) -> str:
+    """A digest of the four outputs of a FillResult (sfer's or the reference's): each one's
+    dtype, shape and bits; object and StringDType values by their repr.  Equal digests: the
+    same result, also when the two were computed in different processes."""
+    h = hashlib.sha256()
+    for a in res:
+        a = np.asarray(a)
+        h.update(f"{a.dtype!r}|{a.dtype.str}|{a.shape}|".encode())
+        if a.dtype.hasobject or a.dtype.kind == "T":
+            h.update(repr(a.tolist()).encode())
+        else:
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def assert_same_fill(res, want) -> None:
+    """sfer's FillResult ``res`` equals ``want`` (the reference's): every output's dtype, shape
+    and bits; object values: the very same objects (StringDType: equal strings)."""
+    import sfer
+
+    assert isinstance(res, sfer.FillResult), type(res)
+    for name, a, b in zip(res._fields, res, want):
+        assert isinstance(a, np.ndarray), (name, type(a))
+        assert a.dtype == b.dtype and a.shape == b.shape, (name, a.dtype, b.dtype, a.shape,
+                                                           b.shape)
+        if a.dtype.hasobject:
+            assert all(x is y for x, y in zip(a.tolist(), b.tolist())), name
+        elif a.dtype.kind == "T":
+            assert a.tolist() == b.tolist(), name
+        else:
+            assert a.tobytes() == b.tobytes(), name

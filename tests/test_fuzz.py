@@ -37,7 +37,7 @@ from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
 
 import sfer
-from checks import assert_bits_equal, check_result, make_values
+from checks import assert_bits_equal, assert_same_fill, check_result, make_values
 from helpers import (
     AVAILABLE_GRAD_NAMES,
     BFLOAT16,
@@ -50,6 +50,7 @@ from helpers import (
     dtype_of,
     sentinel_like,
 )
+from sfer import reference
 from reference import (
     first_bad,
     index_error_message,
@@ -401,3 +402,313 @@ def test_fuzz_harness_detects_a_wrong_result(monkeypatch):
             pass
         else:
             raise AssertionError(f"the fuzz harness accepted {fake.__name__}")
+
+
+# =============================================================================================
+# The forward op: sfer.sparse_fill_empty_rows against sfer.reference.sparse_fill_empty_rows
+#
+# Each example draws a whole call: indices [N, R] (N mostly 0..300, R 1..3) of an integer
+# dtype in a layout, rows shuffled, sorted, sorted with every row used (the fast path),
+# reversed, duplicated or in one row, sometimes out of range (negative, >= dense_rows, the
+# dtype's extremes), the other columns anything the dtype holds; values of a dtype family in
+# a layout; dense_shape [dense_rows (mostly 0..50, sometimes negative), ...]; a
+# default_value that fits or not; num_threads 1, 2, 3, 16 or None.  About one example in
+# five is above the serial threshold (N + dense_rows >= 65536: many empty rows, or many
+# entries in few rows), so that the threaded paths run.  The outcome must be the
+# reference's bit for bit (object values: the same objects), or the same exception with the
+# same message; the inputs come back unchanged, and an output that shares memory with an
+# input (the fast path's views) is read-only.
+
+fill = sfer.sparse_fill_empty_rows
+
+FILL_VALUE_NAMES = ("float32", "float64", "int8", "bool", "S", "U", "object") + (
+    ("bfloat16",) if BFLOAT16 is not None else ())
+FILL_INDEX_NAMES = ("int64", "int32", "uint16", "uint64", ">i8")
+FILL_ORDERS = ("shuffled", "sorted", "sorted_full", "reversed", "duplicates", "one_row")
+FILL_INDEX_LAYOUTS = ("contiguous", "fortran", "strided_columns", "strided_rows",
+                      "negative_stride", "readonly", "list")
+#: value layouts (helpers.LAYOUTS) that every dtype family can take; the byte-swapped and
+#: unaligned ones only for NumPy's own fixed-size dtypes
+FILL_VALUE_LAYOUTS = ("contiguous", "strided", "reversed", "readonly", "list")
+
+
+@dataclass
+class FillCase:
+    n: int
+    rank: int
+    dense_rows: int
+    order: str
+    index_name: str
+    index_layout: str
+    value_name: str
+    value_layout: str
+    default_fits: bool = True
+    bad: dict = field(default_factory=dict)  # relative position -> pick among the bad rows
+    num_threads: Any = None
+    shape_as: str = "list"  # "list", "int64" or "uint64" array
+    seed: int = 0
+
+
+@st.composite
+def fill_cases(draw):
+    size = draw(st.sampled_from(["small"] * 6 + ["many_rows", "many_entries"]))
+    if size == "small":
+        n, dense_rows = draw(st.integers(0, 300)), draw(st.integers(0, 50))
+    elif size == "many_rows":  # above the serial threshold by its (mostly empty) rows
+        n = draw(st.integers(0, 300))
+        dense_rows = SERIAL_BELOW - n + draw(st.integers(0, 50))
+    else:  # above the serial threshold by its entries, in few rows
+        n, dense_rows = SERIAL_BELOW + draw(st.integers(0, 300)), draw(st.integers(1, 50))
+    value_name = draw(st.sampled_from(FILL_VALUE_NAMES))
+    layouts = FILL_VALUE_LAYOUTS + (  # (bytes and 1-byte items are never unaligned)
+        ("byteswapped", "unaligned", "readonly_unaligned_byteswapped")
+        if value_name in ("float32", "float64", "U") else ())
+    index_layouts = FILL_INDEX_LAYOUTS
+    if size == "many_entries":  # 65,536 entries as Python lists: slow, and nothing new
+        layouts = tuple(x for x in layouts if x != "list")
+        index_layouts = tuple(x for x in index_layouts if x != "list")
+    case = FillCase(
+        n, draw(st.integers(1, 3)), dense_rows, draw(st.sampled_from(FILL_ORDERS)),
+        draw(st.sampled_from(FILL_INDEX_NAMES)), draw(st.sampled_from(index_layouts)),
+        value_name, draw(st.sampled_from(layouts)),
+        default_fits=draw(st.integers(0, 9)) > 0,
+        num_threads=draw(st.sampled_from([1, 2, 3, 16, None])),
+        shape_as=draw(st.sampled_from(["list", "int64", "uint64"])),
+        seed=draw(st.integers(0, 2**32 - 1)))
+    if draw(st.integers(0, 3)) == 0:  # rows out of range
+        for _ in range(draw(st.integers(1, 3))):
+            case.bad[draw(st.floats(0.0, 1.0))] = draw(st.integers(0, 2**16))
+    if draw(st.integers(0, 19)) == 0:  # dense_shape[0] negative
+        case.dense_rows = -draw(st.integers(1, 2**62))
+    if case.dense_rows < 0 or (case.shape_as == "uint64" and case.index_name != "uint64"):
+        case.shape_as = "list" if case.dense_rows < 0 else case.shape_as
+    return case
+
+
+def fill_bad_rows(dtype: np.dtype, dense_rows: int) -> list[int]:
+    """Out-of-range rows ``dtype`` can hold."""
+    info = np.iinfo(dtype)
+    cands = [dense_rows, dense_rows + 1, dense_rows + 7, -1, -dense_rows - 1, int(info.min),
+             int(info.max), 2**63, 2**64 - 1, I64_MIN]
+    return sorted({v for v in cands
+                   if info.min <= v <= info.max and not 0 <= v < max(dense_rows, 0)})
+
+
+I64_MIN = int(np.iinfo(np.int64).min)
+
+
+def fill_values_of(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n values of a dtype family: random bits (NaN payloads, -0.0, subnormals) for numbers,
+    random strings, distinct objects."""
+    if name in ("float32", "float64", "int8"):
+        dt = np.dtype(name)
+        return np.frombuffer(rng.bytes(n * dt.itemsize), dt).copy()
+    if name == "bfloat16":
+        return rng.integers(0, 2**16, n, dtype=np.uint16).view(BFLOAT16)
+    if name == "bool":
+        return rng.random(n) < 0.5
+    if name in ("S", "U"):  # random lengths 0..width: the rest of each item is NUL
+        width = int(rng.integers(1, 6))
+        codes = (np.frombuffer(b"aZ0 x~", np.uint8) if name == "S"
+                 else np.array([ord(ch) for ch in "aZ0 \u00e4\u20ac\U0001F600"], np.uint32))
+        chars = rng.choice(codes, size=(n, width))
+        chars[np.arange(width) >= rng.integers(0, width + 1, (n, 1))] = 0
+        return np.ascontiguousarray(chars).view(f"{name}{width}")[:, 0]
+    assert name == "object"
+    vals = np.empty(n, dtype=object)
+    pool = [None, 0, 1.5, "s", (1, 2)]
+    vals[:] = [pool[i % 5] if i % 3 else [i] for i in range(n)]
+    return vals
+
+
+def fill_default_of(name: str, fits: bool, vals: np.ndarray, rng: np.random.Generator):
+    """A default_value for values of family ``name``: one that converts (an element, a Python
+    number, a longer string: widening), or one that does not (TypeError or ValueError)."""
+    pick = int(rng.integers(0, 3))
+    if name == "object":
+        return [["the default"], None, 7][pick]  # anything goes for object values
+    if not fits:
+        return {"float32": ["x", 1e300, 1j][pick], "float64": ["x", b"1", 2j][pick],
+                "int8": [300, float("nan"), -129][pick], "bool": [1, 0.5, "True"][pick],
+                "bfloat16": [1e300, "x", 1j][pick], "S": ["str", 5, 1.5][pick],
+                "U": [b"bytes", 5, 1.5][pick]}[name]
+    if name in ("S", "U"):
+        s = "dflt"[: int(rng.integers(0, 5))] + "x" * int(rng.integers(0, 4))
+        return s.encode() if name == "S" else s
+    if name == "bool":
+        return [True, np.False_, np.bool_(True)][pick]
+    if pick == 0 and vals.size:
+        return vals[int(rng.integers(0, vals.size))]  # a NumPy scalar of the dtype
+    if name == "int8":
+        return int(rng.integers(-128, 128))
+    return [float(rng.standard_normal()), float("nan"), -0.0][int(rng.integers(0, 3))]
+
+
+def fill_rows_of(case: FillCase, rng: np.random.Generator) -> np.ndarray:
+    n, dr = case.n, case.dense_rows
+    if dr <= 0 or n == 0:
+        return np.zeros(n, np.int64)  # every row out of range (IndexError) unless N = 0
+    if case.order == "sorted_full" and n >= dr:
+        return np.sort(np.concatenate([np.arange(dr), rng.integers(0, dr, n - dr)]))
+    if case.order == "one_row":
+        return np.full(n, rng.integers(0, dr))
+    rows = rng.integers(0, dr, n)
+    if case.order in ("sorted", "sorted_full"):
+        return np.sort(rows)
+    if case.order == "reversed":
+        return np.sort(rows)[::-1].copy()
+    if case.order == "duplicates":
+        return np.repeat(rows[: -(-n // 4)], 4)[:n]  # each row 4 times in a run
+    return rows
+
+
+def build_fill_case(case: FillCase):
+    """((indices, values, dense_shape, default_value), owners): the objects to pass, and the
+    objects whose contents the call must leave unchanged."""
+    rng = np.random.default_rng(case.seed)
+    idtype = np.dtype(case.index_name)
+    info = np.iinfo(idtype)
+    rows = fill_rows_of(case, rng)
+    if (rows.size and case.dense_rows > 0 and case.dense_rows - 1 > info.max):
+        rows = rows % (int(info.max) + 1)  # rows the dtype holds (still in range)
+    idx = np.zeros((case.n, case.rank), dtype=idtype)
+    idx[:, 0] = rows
+    if case.rank > 1:  # the other columns: anything the dtype holds, extremes included
+        extremes = np.array([int(info.min), int(info.max), 0], dtype=idtype)
+        cols = rng.integers(int(info.min), int(info.max), (case.n, case.rank - 1),
+                            dtype=idtype.newbyteorder("="), endpoint=True)
+        cols[rng.random(cols.shape) < 0.1] = rng.choice(extremes)
+        idx[:, 1:] = cols
+    cands = fill_bad_rows(idtype, case.dense_rows)  # none: uint16 rows below 65,536
+    if case.bad and case.n and cands:
+        for pos, k in case.bad.items():
+            idx[min(int(pos * case.n), case.n - 1), 0] = cands[k % len(cands)]
+    if case.order == "duplicates" and case.n >= 2:
+        idx[1::2] = idx[::2][: case.n // 2]  # whole coordinates repeated
+    vals = fill_values_of(case.value_name, case.n, rng)
+    default = fill_default_of(case.value_name, case.default_fits, vals, rng)
+    other_dims = [int(x) for x in rng.integers(-3, 10**6, case.rank - 1)]
+    shape = [case.dense_rows] + other_dims
+    if case.shape_as != "list":
+        shape = np.array([max(d, 0) if case.shape_as == "uint64" else d for d in shape],
+                         dtype=case.shape_as)
+
+    # layouts
+    if case.index_layout == "list":
+        idx_obj = idx_owner = idx.tolist()
+    elif case.index_layout == "fortran":
+        idx_obj = idx_owner = np.asfortranarray(idx)
+    elif case.index_layout == "strided_columns":
+        idx_owner = np.zeros((case.n, 2 * case.rank), dtype=idtype)
+        idx_owner[:, ::2] = idx
+        idx_obj = idx_owner[:, ::2]
+    elif case.index_layout == "strided_rows":
+        idx_owner = np.repeat(idx, 2, axis=0)
+        idx_obj = idx_owner[::2]
+    elif case.index_layout == "negative_stride":
+        idx_owner = idx[::-1].copy()
+        idx_obj = idx_owner[::-1]
+    else:
+        idx_obj = idx_owner = idx.copy()
+        if case.index_layout == "readonly":
+            idx_obj.setflags(write=False)
+    vals_obj, vals_owner = apply_layout(vals, case.value_layout, rng)
+    return (idx_obj, vals_obj, shape, default), (idx_owner, vals_owner, shape)
+
+
+def fill_snapshot(owner):
+    if isinstance(owner, np.ndarray):  # object arrays: their references (the objects' identity)
+        return owner.tobytes()
+    return repr(owner) + repr([id(x) for x in owner])
+
+
+def run_fill_case(case: FillCase) -> str:
+    """One case against the reference; returns the outcome ("ok" or the exception name)."""
+    _note(repr(case))
+    args, owners = build_fill_case(case)
+    snaps = [fill_snapshot(o) for o in owners]
+    try:
+        want, want_exc = reference.sparse_fill_empty_rows(*args), None
+    except (TypeError, ValueError, IndexError) as exc:
+        want, want_exc = None, exc
+    _note(f"reference: {want_exc!r}" if want_exc else "reference: ok")
+    try:
+        got = fill(*args, num_threads=case.num_threads)
+    except (TypeError, ValueError, IndexError) as exc:
+        assert want_exc is not None, f"unexpected {exc!r}"
+        assert (type(exc), str(exc)) == (type(want_exc), str(want_exc)), (
+            f"sfer raised {exc!r}, the reference {want_exc!r}")
+        outcome = type(exc).__name__
+    else:
+        assert want_exc is None, f"expected {want_exc!r}, got a result"
+        assert_same_fill(got, want)
+        for name, out in zip(got._fields, got):  # the fast path's views of the inputs
+            if any(isinstance(a, np.ndarray) and np.shares_memory(out, a) for a in args):
+                assert not out.flags.writeable, f"{name} is a writeable view of an input"
+        outcome = "ok"
+        if not got.output_indices.flags.writeable:
+            _event("fill: the fast path (views)")
+    assert [fill_snapshot(o) for o in owners] == snaps, "an input was modified"
+    _event(f"fill outcome: {outcome}")
+    _event("parallel-sized" if case.n + case.dense_rows >= SERIAL_BELOW else "serial-sized")
+    return outcome
+
+
+@settings(max_examples=2 * EXAMPLES)
+@given(fill_cases())
+def test_fuzz_fill_differential(case):
+    run_fill_case(case)
+
+
+def test_fuzz_fill_harness_detects_a_wrong_result(monkeypatch):
+    """The fill check is not vacuous: a flipped output bit, a wrong first bad i, another
+    object, or a writeable view of an input makes run_fill_case fail."""
+    import sys
+
+    good = FillCase(200, 2, 40, "shuffled", "int64", "contiguous", "float64", "contiguous",
+                    num_threads=2, seed=1)
+    bad = FillCase(70_000, 2, 30, "shuffled", "int64", "contiguous", "float32", "contiguous",
+                   bad={0.95: 0, 0.99: 1}, num_threads=16, seed=2)
+    objects = FillCase(50, 1, 60, "shuffled", "int32", "contiguous", "object", "contiguous",
+                       seed=3)
+    fast = FillCase(100, 2, 30, "sorted_full", "int64", "contiguous", "float32",
+                    "contiguous", seed=4)
+    assert [run_fill_case(c) for c in (good, bad, objects, fast)] == [
+        "ok", "IndexError", "ok", "ok"]
+    real = sfer.sparse_fill_empty_rows
+
+    def flip_a_bit(*args, **kwargs):
+        r = real(*args, **kwargs)
+        v = r.output_values.copy()
+        v.view(np.uint8)[-1] ^= 1
+        return r._replace(output_values=v)
+
+    def wrong_i(*args, **kwargs):
+        try:
+            return real(*args, **kwargs)
+        except IndexError as exc:
+            i, rest = re.fullmatch(r"indices\[(\d+)(.*)", str(exc)).groups()
+            raise IndexError(f"indices[{int(i) + 1}{rest}") from None
+
+    def copied_objects(*args, **kwargs):
+        r = real(*args, **kwargs)
+        v = np.array([x if x is None else list(x) if isinstance(x, list) else x
+                      for x in r.output_values.tolist()] + [None], dtype=object)[:-1]
+        v[0] = [v[0]] if v[0] is not None else 0
+        return r._replace(output_values=v)
+
+    def writeable_views(*args, **kwargs):
+        r = real(*args, **kwargs)
+        r.output_indices.flags.writeable = True  # the input behind it is writeable
+        return r
+
+    module = sys.modules[__name__]
+    for fake, case in ((flip_a_bit, good), (wrong_i, bad), (copied_objects, objects),
+                       (writeable_views, fast)):
+        monkeypatch.setattr(module, "fill", fake)
+        try:
+            run_fill_case(case)
+        except AssertionError:
+            pass
+        else:
+            raise AssertionError(f"the fill harness accepted {fake.__name__}")
