@@ -474,20 +474,6 @@ def test_empty_inputs_are_valid(rim, g, dtype):
 fill = sfer.sparse_fill_empty_rows
 I32 = np.iinfo(np.int32)
 
-#: why the huge dense_shape cases fail today (see FillHostile.huge)
-TOO_BIG_TODAY = (
-    "sfer allocates its work arrays from dense_shape[0] = {} before any other check: NumPy's "
-    "ValueError 'array is too big; ...', which names neither dense_shape nor the size (nor "
-    "the bad row, where there is one)")
-OVERFLOW_TODAY = (
-    "N + dense_shape[0] overflows int64 (sfer/_fill.pyx: plan_threads(requested, n + "
-    "dense_rows)): signed overflow is undefined behaviour, which UBSan aborts on; the normal "
-    "build wraps it to a negative work size (serial)")
-UINT64_TODAY = (
-    "dense_shape[0] = {} does not fit sfer's int64: OverflowError 'Python int too large to "
-    "convert to C long', which names neither dense_shape nor the size")
-
-
 @dataclass(frozen=True)
 class FillHostile:
     """A hostile call of the forward op, ``fill(*args, **kwargs)``, and what it must do.
@@ -503,8 +489,7 @@ class FillHostile:
     IndexError.  These run only in a child process under an address-space limit
     (_reliability_child.limit_address_space), where an absurd allocation fails at once even
     on a machine that overcommits memory, and an allocation size that wraps around cannot
-    corrupt the test run.  ``xfail``: a known bug, the reason.  ``ub``: known undefined
-    behaviour, which the sanitizers abort on (the reason): only there may the call crash."""
+    corrupt the test run."""
 
     args: tuple  # (indices, values, dense_shape, default_value)
     kwargs: dict = field(default_factory=dict)
@@ -513,8 +498,6 @@ class FillHostile:
     text: str = ""
     huge: bool = False
     ref: bool = True
-    xfail: str = ""
-    ub: str = ""
 
 
 def _rows_message(i, v, dense_rows):
@@ -556,24 +539,17 @@ def fill_hostile_cases() -> dict:
     objs = np.array([("a",), None], dtype=object)
     c = {
         # --- dense_shape[0] beyond any memory: TensorFlow's crashers for this op
-        "dense_rows_2**62_n0": FillHostile((*none2, [2**62, 3], 0.0), huge=True,
-                                           xfail=TOO_BIG_TODAY.format("2**62")),
-        "dense_rows_2**62_n1": FillHostile((*one, [2**62, 3], 0.0), huge=True,
-                                           xfail=TOO_BIG_TODAY.format("2**62")),
+        "dense_rows_2**62_n0": FillHostile((*none2, [2**62, 3], 0.0), huge=True),
+        "dense_rows_2**62_n1": FillHostile((*one, [2**62, 3], 0.0), huge=True),
         "dense_rows_2**62_bad_row": FillHostile(
             (np.array([[7, 1], [-1, 0]]), two[1], [2**62, 3], 0.0),
-            text=idx_msg(1, -1, 2**62), huge=True,
-            xfail=TOO_BIG_TODAY.format("2**62")),
-        "dense_rows_2**63-1_n0": FillHostile((*none2, [2**63 - 1, 3], 0.0), huge=True,
-                                             xfail=TOO_BIG_TODAY.format("2**63-1")),
+            text=idx_msg(1, -1, 2**62), huge=True),
+        "dense_rows_2**63-1_n0": FillHostile((*none2, [2**63 - 1, 3], 0.0), huge=True),
         "dense_rows_2**63-1_n1": FillHostile((np.array([[5, 1]]), one[1], [2**63 - 1, 3],
-                                              0.0), huge=True,
-                                             xfail=TOO_BIG_TODAY.format("2**63-1"),
-                                             ub=OVERFLOW_TODAY),
+                                              0.0), huge=True),
         "dense_rows_2**63-1_row_int64_max": FillHostile(
             (np.array([[0, 0], [I64.max, 0]]), two[1], [2**63 - 1, 3], 0.0),
-            text=idx_msg(1, I64.max, 2**63 - 1), huge=True,
-            xfail=TOO_BIG_TODAY.format("2**63-1"), ub=OVERFLOW_TODAY),
+            text=idx_msg(1, I64.max, 2**63 - 1), huge=True),
         "dense_rows_2**41_n0": FillHostile((*none2, [2**41, 3], 0.0), huge=True),
         "dense_rows_2**41_n1_16_threads": FillHostile((*one, [2**41, 3], 0.0),
                                                       {"num_threads": 16}, huge=True),
@@ -581,11 +557,10 @@ def fill_hostile_cases() -> dict:
             (np.array([[7, 1], [2**41, 0]]), two[1], [2**41, 3], 0.0),
             text=idx_msg(1, 2**41, 2**41), huge=True),
         "dense_shape_uint64_2**63": FillHostile(
-            (*none2, np.array([2**63, 3], np.uint64), 0.0), huge=True,
-            xfail=UINT64_TODAY.format("2**63 (uint64)")),
+            (*none2, np.array([2**63, 3], np.uint64), 0.0), huge=True),
         "dense_shape_uint64_max_n1": FillHostile(
             (np.array([[0, 0]], np.uint64), one[1], np.array([2**64 - 1, 1], np.uint64), 0.0),
-            huge=True, xfail=UINT64_TODAY.format("2**64-1 (uint64)")),
+            huge=True),
         # --- dense_shape[0] negative or zero
         "dense_rows_negative": FillHostile((*two, [-5, 3], 0.0), exc=ValueError, arg=dshape,
                                            text="dense_shape[0] must be >= 0, got -5"),
@@ -833,9 +808,7 @@ def _check_fill_hostile(name, outcome):
 
 
 def _fill_hostile_params(huge):
-    return [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=c.xfail))
-            if c.xfail else name
-            for name, c in sorted(fill_hostile_cases().items()) if c.huge == huge]
+    return [name for name, c in sorted(fill_hostile_cases().items()) if c.huge == huge]
 
 
 @pytest.mark.parametrize("name", _fill_hostile_params(huge=False))
@@ -943,10 +916,10 @@ def test_fill_huge_dense_shape_raises_clean_error(name, huge_fill_outcomes):
     _check_fill_hostile(name, huge_fill_outcomes[name])
 
 
-@pytest.mark.xfail(UNDER_ASAN, strict=True, reason=OVERFLOW_TODAY)
-@pytest.mark.parametrize("name", sorted(n for n, c in fill_hostile_cases().items() if c.ub))
+@pytest.mark.parametrize("name", ["dense_rows_2**63-1_n1", "dense_rows_2**63-1_row_int64_max"])
 def test_fill_huge_dense_shape_without_undefined_behaviour(name, huge_fill_outcomes):
-    """N + dense_shape[0] beyond int64: no signed overflow (under UBSan: no abort)."""
+    """N + dense_shape[0] beyond int64 (a fixed bug: it overflowed in the thread plan): no
+    signed overflow (under UBSan: no abort)."""
     kind, msg = huge_fill_outcomes[name]
     assert kind != "crash", msg
 
@@ -954,19 +927,13 @@ def test_fill_huge_dense_shape_without_undefined_behaviour(name, huge_fill_outco
 def test_fill_hostile_input_batch_in_subprocess(tmp_path):
     """The whole fill hostile batch, huge cases included, three times, in children: no call
     crashes (but the known undefined behaviour, under the sanitizers), and every outcome is
-    as expected, the same each time; the known bugs (xfail above) must still raise a Python
-    exception."""
+    as expected, the same each time."""
     cases = fill_hostile_cases()
     outcomes = run_fill_hostile_batch(tmp_path, sorted(cases), repeat=3)
     assert sorted(outcomes) == sorted(cases)
     for name, outcome in outcomes.items():
-        if outcome[0] == "crash" and UNDER_ASAN and cases[name].ub:
-            continue  # test_fill_huge_dense_shape_without_undefined_behaviour (xfail)
         assert outcome[0] not in ("crash", "inconsistent"), (name, outcome)
-        if cases[name].xfail:
-            assert outcome[0] == "ok" or outcome[0].endswith(("Error", "Exception")), outcome
-        else:
-            _check_fill_hostile(name, outcome)
+        _check_fill_hostile(name, outcome)
 
 
 # =============================================================================================
@@ -1363,18 +1330,10 @@ def test_fill_read_only_inputs_work_and_stay_unchanged(name):
     assert [_fill_state(a) for a in args] == before, "an input was modified"
 
 
-#: why unaligned indices fail under the sanitizers today
-UNALIGNED_TODAY = (
-    "C-contiguous int64 indices at an odd address reach the kernel as they are "
-    "(np.ascontiguousarray keeps an unaligned array), which reads them as int64_t: undefined "
-    "behaviour, reported by UBSan ('load of misaligned address' in count_rows); only the "
-    "sanitizer build shows it (x86 loads unaligned int64 without complaint)")
-
-
-@pytest.mark.xfail(UNDER_ASAN, strict=True, reason=UNALIGNED_TODAY)
 def test_fill_unaligned_indices(tmp_path):
     """C-contiguous int64 indices at an odd address (general path, fast path, 1, 2 and 16
-    threads, an IndexError): the reference's result.  In a child, so that under UBSan a
+    threads, an IndexError): the reference's result, the kernel reading an aligned copy (a
+    fixed bug: UBSan reported misaligned int64 loads).  In a child, so that under UBSan a
     misaligned load aborts the child, not the test run."""
     report = run_probe_own_sanitizer_logs(tmp_path, "fill_unaligned", "fill_unaligned",
                                           timeout=60)
@@ -1386,32 +1345,19 @@ def test_fill_unaligned_indices(tmp_path):
 # 8. num_threads at sfer's cap
 # =============================================================================================
 
-#: why the calls at the cap fail today
-AT_THE_CAP_TODAY = (
-    "num_threads is only capped at MAX_THREADS = 65536, and sfer asks OpenMP for that many "
-    "threads: GNU libgomp crashes (SIGSEGV in GOMP_parallel; or, with fewer, it exits the "
-    "process: 'Thread creation failed')")
-
-
 @pytest.mark.skipif(UNDER_ASAN, reason="the address-space limit that keeps a failure small "
                                        "is unusable under ASan")
-@pytest.mark.parametrize("op,case", [
-    pytest.param("grad", "blocks", marks=pytest.mark.xfail(
-        sfer.openmp_enabled(), strict=True,
-        reason=AT_THE_CAP_TODAY + "; grad caps at one thread per block only")),
-    pytest.param("fill", "entries", marks=pytest.mark.xfail(
-        sfer.openmp_enabled(), strict=True, reason=AT_THE_CAP_TODAY)),
-    pytest.param("fill", "rows", marks=pytest.mark.xfail(
-        strict=True, reason="the kernel allocates num_threads x dense_rows int64 counters: "
-                            "34 GiB for one entry and 70,000 rows at the cap (MemoryError)")),
-])
+@pytest.mark.parametrize("op,case", [("grad", "blocks"), ("fill", "entries"), ("fill", "rows")])
 def test_num_threads_at_the_cap(tmp_path, op, case):
-    """num_threads=MAX_THREADS (65536: the largest request sfer takes as it is) on an input
-    just above the serial threshold: the right result in reasonable time, never a crash or an
-    absurd allocation.  grad: N_full = 65536 blocks of int8 zeros (256 MiB, untouched pages);
+    """num_threads=65536 on an input just above the serial threshold: taken as MAX_THREADS
+    (256); the right result, never a crash or an absurd allocation (a fixed bug: sfer asked
+    GNU libgomp for 65536 threads, which crashed the process, and the forward op allocated
+    counters for each).  grad: N_full = MAX_THREADS blocks of int8 zeros (untouched pages);
     fill: 70,000 entries in 100 rows ("entries"), or 1 entry in 70,000 rows ("rows").  The
-    child runs under an address-space limit of 16 GiB beyond what it maps at start."""
+    child runs under an address-space limit of 16 GiB beyond what it maps at start, and a
+    time limit (a hang fails)."""
     report = run_probe(tmp_path, f"many_threads_{op}_{case}", "many_threads", timeout=60,
                        args=[op, case])
     assert report["ok"], report
-    assert report["seconds"] < 10, report
+    assert report["cap"] == 256
+    assert report["last_threads"] <= report["cap"], report
