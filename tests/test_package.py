@@ -23,8 +23,8 @@ PKG_DIR = Path(sfer.__file__).resolve().parent
 
 
 def test_version():
-    assert sfer.__version__ == "0.1.0"
-    assert importlib.metadata.version("sfer") == "0.1.0"
+    assert sfer.__version__ == "0.2.0"
+    assert importlib.metadata.version("sfer") == "0.2.0"
     assert sfer.__version__ == importlib.metadata.version("sfer")
 
 
@@ -155,7 +155,7 @@ def test_python_dash_m_help(tmp_path):
 def test_python_dash_m_version(tmp_path):
     proc = run([sys.executable, "-m", "sfer", "--version"], tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "0.1.0" in proc.stdout + proc.stderr
+    assert "0.2.0" in proc.stdout + proc.stderr
 
 
 @pytest.mark.parametrize("how", ["script", "module"])
