@@ -96,12 +96,14 @@ tar -C "$WORK" -xf "$TARBALL" --wildcards \
 
 # 3. Compile with gcc as GCC's own build does (configure picks the Linux futex, TLS and CET
 #    settings).  No Fortran compiler: the Fortran OpenACC wrappers (acc_*_h_) are left out,
-#    nothing else.
+#    nothing else.  -ffile-prefix-map: the source paths in assert messages do not name the
+#    temporary folder, so that two builds give the same bytes.
 say "configuring and compiling libgomp $GCC_VERSION with gcc"
 mkdir "$WORK/build"
 if ! (cd "$WORK/build" && "$WORK/$SRC_TOP/libgomp/configure" --build=x86_64-linux-gnu \
         --host=x86_64-linux-gnu --target=x86_64-linux-gnu --disable-multilib --enable-shared \
-        --disable-static CC=gcc FC=no CFLAGS=-O2 >"$WORK/configure.log" 2>&1 \
+        --disable-static CC=gcc FC=no CFLAGS="-O2 -ffile-prefix-map=$WORK/=" \
+        >"$WORK/configure.log" 2>&1 \
       && make -C "$WORK/build" -j"$JOBS" >"$WORK/make.log" 2>&1); then
     tail -n 40 "$WORK/configure.log" "$WORK/make.log" 2>/dev/null
     die "libgomp did not configure/compile (log tail above)"
