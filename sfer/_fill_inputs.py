@@ -154,12 +154,12 @@ def _check_default_fits(default: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
             default = default.astype("M8")  # parsed by NumPy, in its own unit
         except ValueError as exc:
             raise ValueError(f"default_value = {x!r} is not a datetime64: {exc}") from None
-    with np.errstate(all="ignore"):
-        try:
+    try:
+        with np.errstate(all="ignore"):
             converted = default.astype(out_dtype)
-        except OverflowError:  # NumPy >= 2.5 raises where older versions wrapped (datetimes)
-            raise ValueError(f"default_value = {x!r} does not fit in values' dtype "
-                             f"{out_dtype} (out of its range)") from None
+    except OverflowError:  # NumPy >= 2.5: a datetime64/timedelta64 beyond the unit's range
+        raise ValueError(f"default_value = {x!r} does not fit in values' dtype {out_dtype} "
+                         f"(out of its range)") from None
     if out_dtype.kind in "fc" or _is_float_like(out_dtype):
         if _finite(default) and not _finite(converted):
             raise ValueError(f"default_value = {x!r} overflows values' dtype {out_dtype}")
@@ -167,10 +167,14 @@ def _check_default_fits(default: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
                                     and not issubclass(out_dtype.type, np.void)):
         # datetimes (a unit may lose precision or overflow) and the other dtypes NumPy does
         # not know (e.g. ml_dtypes' small integers): the value must come back unchanged
-        with np.errstate(all="ignore"):
-            back = converted.astype(default.dtype)
-        same = bool(back == default) or (out_dtype.kind in "Mm" and bool(
-            np.isnat(back) and np.isnat(default)))
+        try:
+            with np.errstate(all="ignore"):
+                back = converted.astype(default.dtype)
+        except OverflowError:  # NumPy >= 2.5 (older ones wrap, and the comparison fails)
+            same = False
+        else:
+            same = bool(back == default) or (out_dtype.kind in "Mm" and bool(
+                np.isnat(back) and np.isnat(default)))
         if not same:
             raise ValueError(f"default_value = {x!r} does not fit in values' dtype "
                              f"{out_dtype} (it would become {converted[()]!r})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -51,6 +52,21 @@ def test_public_api():
             assert name in sfer.__all__
 
 
+def test_supported_pythons_agree():
+    """requires-python, the "Python :: 3.X" classifiers (ci/build_wheel.sh builds a wheel for
+    each) and this interpreter agree: no gap in the classifiers, the oldest one is the floor."""
+    meta = importlib.metadata.metadata("sfer")
+    versions = sorted(
+        tuple(int(part) for part in c.rsplit(" :: ", 1)[1].split("."))
+        for c in meta.get_all("Classifier") or []
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    )
+    assert versions, "no Python 3.X classifiers"
+    assert versions == [(3, minor) for minor in range(versions[0][1], versions[-1][1] + 1)]
+    assert meta["Requires-Python"] == ">=%d.%d" % versions[0]
+    assert sys.version_info[:2] in versions
+
+
 def test_typing_files_installed():
     assert (PKG_DIR / "py.typed").is_file()
     assert "def sparse_fill_empty_rows_grad" in (PKG_DIR / "_grad.pyi").read_text()
@@ -69,7 +85,9 @@ def test_distribution_files_listed():
 
 
 def test_console_script_entry_point():
-    eps = importlib.metadata.entry_points(group="console_scripts")
+    eps = importlib.metadata.entry_points()
+    # Python 3.9's entry_points() takes no group= and returns a dict of groups
+    eps = eps.select(group="console_scripts") if hasattr(eps, "select") else eps["console_scripts"]
     matches = [ep for ep in eps if ep.name == "sfer"]
     assert len(matches) == 1
     assert matches[0].value.startswith("sfer")
