@@ -673,7 +673,7 @@ cdef int index_kind_of(int t, int size) noexcept:
 
 cdef int value_kind_of_dtype(cnp.dtype dtype) except? -1:
     # Any byte order: the value kind, or -1 (bfloat16 as well as the built-in dtypes).
-    if _dtypes.BFLOAT16 is not None and dtype.newbyteorder("=") == _dtypes.BFLOAT16:
+    if _dtypes.is_bfloat16(dtype):
         return V_BF16
     if dtype.kind not in "iufc":  # bool, datetime, str, object, void, user types
         return -1

@@ -153,11 +153,8 @@ __all__ = [
     "unreferenced",
 ]
 
-# The supported dtypes come from the one table (sfer/_dtypes.py); bfloat16 is optional.
-_BFLOAT16: Optional[np.dtype] = _dtypes.BFLOAT16
-_SUPPORTED_VALUES = _dtypes.grad_values_text()
-_VALUE_DTYPES = tuple(_dtypes.resolve(name) for name in _dtypes.GRAD_VALUE_NAMES
-                      if name != "bfloat16" or _BFLOAT16 is not None)
+# The supported dtypes come from the one table (sfer/_dtypes.py); bfloat16 is optional and
+# recognised without importing ml_dtypes.
 
 #: A real binary floating-point format: (precision in bits with the implicit one, the smallest
 #: normal exponent, the largest exponent).
@@ -311,10 +308,10 @@ def _validated(reverse_index_map: Any, grad_values: Any) -> Tuple[np.ndarray, np
     them; the map's entries are all in range."""
     rim = _as_vector(reverse_index_map, "reverse_index_map", empty_dtype=np.int64)
     g = _as_vector(grad_values, "grad_values")
-    if _native(g.dtype) not in _VALUE_DTYPES:
+    if not _dtypes.is_grad_value_dtype(g.dtype):
         raise TypeError(
             f"grad_values has dtype {g.dtype.name} ({g.dtype.str}), which sfer does not "
-            f"support; supported: {_SUPPORTED_VALUES}"
+            f"support; supported: {_dtypes.grad_values_text()}"
         )
     if rim.dtype.kind not in "iu":
         raise TypeError(f"reverse_index_map must have an integer dtype, got {rim.dtype.name}")
@@ -355,9 +352,9 @@ def _native(dtype: Any) -> np.dtype:
 def _value_dtype(dtype: Any) -> np.dtype:
     """``dtype`` in native byte order; TypeError unless sfer supports it for grad_values."""
     native = _native(dtype)
-    if native not in _VALUE_DTYPES:
+    if not _dtypes.is_grad_value_dtype(native):
         raise TypeError(f"dtype {native.name} is not a grad_values dtype sfer supports; "
-                        f"supported: {_SUPPORTED_VALUES}")
+                        f"supported: {_dtypes.grad_values_text()}")
     return native
 
 
