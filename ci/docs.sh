@@ -12,7 +12,9 @@
 # Environment:
 #   PYTHON            the interpreter (default python3; Sphinx 9 needs CPython >= 3.11)
 #   SFER_WHEELHOUSE   a folder of already built wheels (CI builds them first): install the one
-#                     for PYTHON from there instead of building sfer with `pip install .`
+#                     for PYTHON from there instead of building sfer from this checkout
+#   SFER_LATEST_DEPS  1: build sfer with the newest build requirements; default: the pinned
+#                     ones of ci/lock/pyX.Y-build.txt, as ci/build_wheel.sh builds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/pythons.sh
@@ -31,13 +33,20 @@ if [[ -n ${SFER_WHEELHOUSE:-} ]]; then
         exit 1
     fi
     SFER=${WHEELS[0]}
-else
-    SFER=.
 fi
-echo "=== docs.sh: $("$PY" -c 'import sys; print("Python", sys.version.split()[0])'), sfer from $SFER"
+echo "=== docs.sh: $("$PY" -c 'import sys; print("Python", sys.version.split()[0])'), sfer from ${SFER:-this checkout}"
 
 "$PY" -m venv "$WORK/venv"
 PIP=("$WORK/venv/bin/python" -m pip -q --disable-pip-version-check)
+if [[ -z ${SFER:-} ]]; then   # build sfer's wheel from this checkout (PEP 517 build isolation)
+    CONSTRAINT=
+    if [[ ${SFER_LATEST_DEPS:-0} != 1 ]]; then
+        CONSTRAINT=$PWD/ci/lock/py$(python_version_of "$PY")-build.txt
+        [[ -f $CONSTRAINT ]] || { echo "docs.sh: no $CONSTRAINT (make it with: bash ci/lock.sh)" >&2; exit 1; }
+    fi
+    PIP_CONSTRAINT=$CONSTRAINT "${PIP[@]}" wheel --no-deps -w "$WORK/wheel" .
+    SFER=$(echo "$WORK"/wheel/sfer-*.whl)
+fi
 "${PIP[@]}" install -r ci/requirements-docs.txt
 "${PIP[@]}" install "$SFER"    # its numpy requirement is met by the pinned numpy
 echo "=== docs.sh: environment ready at $((SECONDS - t0)) s"
