@@ -25,8 +25,8 @@ import functools
 import operator
 from typing import Any, NamedTuple, Optional, Tuple
 
-import jax
-import jax.numpy as jnp
+import jax  # type: ignore[import-not-found, unused-ignore]
+import jax.numpy as jnp  # type: ignore[import-not-found, unused-ignore]
 import numpy as np
 
 import sfer

@@ -25,13 +25,12 @@ import operator
 from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
+import torch  # type: ignore[import-not-found, unused-ignore]
+from torch import Tensor  # type: ignore[import-not-found, unused-ignore]
 
 import sfer
 
 __all__ = ["fill_empty_rows", "sparse_fill_empty_rows", "sparse_fill_empty_rows_grad"]
-
-_Tensor = torch.Tensor
 
 #: torch dtypes that NumPy has no dtype for, and ml_dtypes' name of the same format.
 _ML_DTYPES = {
@@ -50,13 +49,13 @@ _BITS_TORCH = {1: torch.int8, 2: torch.int16}
 # tensors <-> arrays
 # --------------------------------------------------------------------------
 
-def _check_cpu(t: _Tensor, name: str) -> None:
+def _check_cpu(t: Tensor, name: str) -> None:
     if t.device.type != "cpu":
         raise ValueError(f"{name} is on a {t.device.type} device ({t.device}); sfer reads CPU "
                          f"memory only: move it to the CPU first (e.g. {name}.cpu())")
 
 
-def _as_numpy(t: _Tensor, name: str) -> np.ndarray:
+def _as_numpy(t: Tensor, name: str) -> np.ndarray:
     """A CPU tensor as an ndarray: a view of its memory where NumPy has its dtype (the
     conjugate and negative bits are resolved first: a copy only where they are set)."""
     _check_cpu(t, name)
@@ -65,7 +64,7 @@ def _as_numpy(t: _Tensor, name: str) -> np.ndarray:
     if ml_name is None:
         return t.numpy()
     try:
-        import ml_dtypes
+        import ml_dtypes  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         raise TypeError(f"{name} has dtype {t.dtype}: sfer reads it as ml_dtypes.{ml_name}, "
                         "which needs the ml_dtypes package (pip install 'sfer[bfloat16]')"
@@ -73,7 +72,7 @@ def _as_numpy(t: _Tensor, name: str) -> np.ndarray:
     return t.view(_BITS_TORCH[t.element_size()]).numpy().view(getattr(ml_dtypes, ml_name))
 
 
-def _as_tensor(a: np.ndarray) -> _Tensor:
+def _as_tensor(a: np.ndarray) -> Tensor:
     """An ndarray that sfer returned as a tensor, without a copy where torch can share it (a
     copy of the read-only views of an input that the forward op returns, since a custom op's
     output must not alias its inputs)."""
@@ -95,9 +94,9 @@ def _input(x: Any, name: str) -> Any:
 # --------------------------------------------------------------------------
 
 @torch.library.custom_op("sfer::sparse_fill_empty_rows", mutates_args=())
-def _fill_op(indices: _Tensor, values: _Tensor, dense_shape: Sequence[int],
-             default_value: _Tensor, num_threads: Optional[int] = None
-             ) -> Tuple[_Tensor, _Tensor, _Tensor, _Tensor]:
+def _fill_op(indices: Tensor, values: Tensor, dense_shape: Sequence[int],
+             default_value: Tensor, num_threads: Optional[int] = None
+             ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     result = sfer.sparse_fill_empty_rows(
         _as_numpy(indices, "indices"), _as_numpy(values, "values"),
         np.asarray(dense_shape, dtype=np.int64), _as_numpy(default_value, "default_value"),
@@ -106,9 +105,9 @@ def _fill_op(indices: _Tensor, values: _Tensor, dense_shape: Sequence[int],
 
 
 @_fill_op.register_fake
-def _fill_fake(indices: _Tensor, values: _Tensor, dense_shape: Sequence[int],
-               default_value: _Tensor, num_threads: Optional[int] = None
-               ) -> Tuple[_Tensor, _Tensor, _Tensor, _Tensor]:
+def _fill_fake(indices: Tensor, values: Tensor, dense_shape: Sequence[int],
+               default_value: Tensor, num_threads: Optional[int] = None
+               ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     for t, name in ((indices, "indices"), (values, "values"), (default_value, "default_value")):
         _check_cpu(t, name)
     n_full = torch.library.get_ctx().new_dynamic_size()  # N + the number of empty rows
@@ -118,7 +117,7 @@ def _fill_fake(indices: _Tensor, values: _Tensor, dense_shape: Sequence[int],
             values.new_empty((indices.shape[0],), dtype=torch.int64))
 
 
-def _fill_setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[_Tensor, ...]) -> None:
+def _fill_setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, ...]) -> None:
     values, default_value, num_threads = inputs[1], inputs[3], inputs[4]
     ctx.save_for_backward(output[3])
     ctx.default_dtype = default_value.dtype
@@ -126,8 +125,8 @@ def _fill_setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[_Tensor
     ctx.mark_non_differentiable(output[0], output[2], output[3])
 
 
-def _fill_backward(ctx: Any, d_indices: Any, d_output_values: _Tensor, d_indicator: Any,
-                   d_map: Any) -> Tuple[Optional[_Tensor], ...]:
+def _fill_backward(ctx: Any, d_indices: Any, d_output_values: Tensor, d_indicator: Any,
+                   d_map: Any) -> Tuple[Optional[Tensor], ...]:
     (reverse_index_map,) = ctx.saved_tensors
     d_values, d_default = _grad_op(reverse_index_map, d_output_values, ctx.num_threads)
     return None, d_values, None, d_default.to(ctx.default_dtype), None
@@ -141,8 +140,8 @@ _fill_op.register_autograd(_fill_backward, setup_context=_fill_setup_context)
 # --------------------------------------------------------------------------
 
 @torch.library.custom_op("sfer::sparse_fill_empty_rows_grad", mutates_args=())
-def _grad_op(reverse_index_map: _Tensor, grad_values: _Tensor,
-             num_threads: Optional[int] = None) -> Tuple[_Tensor, _Tensor]:
+def _grad_op(reverse_index_map: Tensor, grad_values: Tensor,
+             num_threads: Optional[int] = None) -> Tuple[Tensor, Tensor]:
     result = sfer.sparse_fill_empty_rows_grad(
         _as_numpy(reverse_index_map, "reverse_index_map"),
         _as_numpy(grad_values, "grad_values"), num_threads=num_threads)
@@ -150,8 +149,8 @@ def _grad_op(reverse_index_map: _Tensor, grad_values: _Tensor,
 
 
 @_grad_op.register_fake
-def _grad_fake(reverse_index_map: _Tensor, grad_values: _Tensor,
-               num_threads: Optional[int] = None) -> Tuple[_Tensor, _Tensor]:
+def _grad_fake(reverse_index_map: Tensor, grad_values: Tensor,
+               num_threads: Optional[int] = None) -> Tuple[Tensor, Tensor]:
     _check_cpu(reverse_index_map, "reverse_index_map")
     _check_cpu(grad_values, "grad_values")
     return grad_values.new_empty(reverse_index_map.shape), grad_values.new_empty(())
@@ -163,8 +162,8 @@ def _grad_setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Any) -> None:
     ctx.n_full = grad_values.shape[0]
 
 
-def _grad_backward(ctx: Any, dd_values: _Tensor, dd_default: _Tensor
-                   ) -> Tuple[None, _Tensor, None]:
+def _grad_backward(ctx: Any, dd_values: Tensor, dd_default: Tensor
+                   ) -> Tuple[None, Tensor, None]:
     """The grad is linear in ``grad_values`` (a gather and a sum with coefficients 0 and 1), so
     its backward is the transposed map: ``d_values`` back to the positions they came from,
     ``d_default_value`` to every unreferenced position."""
@@ -205,7 +204,7 @@ def _dense_shape(dense_shape: Any) -> Optional[list]:
     return [operator.index(x) for x in shape.tolist()]
 
 
-def _default_tensor(default_value: Any, values: _Tensor) -> Optional[_Tensor]:
+def _default_tensor(default_value: Any, values: Tensor) -> Optional[Tensor]:
     """``default_value`` as a 0-d tensor of ``values``' dtype, converted by sfer's own rule (a
     differentiable ``.to()`` for a tensor that needs a gradient), or None if sfer rejects it."""
     vals = _as_numpy(values, "values")
@@ -223,8 +222,8 @@ def _default_tensor(default_value: Any, values: _Tensor) -> Optional[_Tensor]:
     return _as_tensor(probe.output_values[0:1].copy()).reshape(())
 
 
-def _traced_args(values: _Tensor, dense_shape: Any, default_value: Any, indices: _Tensor
-                 ) -> Tuple[_Tensor, _Tensor, list, _Tensor]:
+def _traced_args(values: Tensor, dense_shape: Any, default_value: Any, indices: Tensor
+                 ) -> Tuple[Tensor, Tensor, list, Tensor]:
     """The op's arguments while torch.compile traces the call: tensors are taken as they are,
     ``dense_shape`` as a sequence of ints, and a Python ``default_value`` becomes a 0-d tensor
     of ``values``' dtype by torch's conversion (the compiled op itself checks the rest when it
@@ -238,7 +237,7 @@ def _traced_args(values: _Tensor, dense_shape: Any, default_value: Any, indices:
     return indices, values, list(dense_shape), default
 
 
-def _tensor_arg(x: Any, name: str) -> Optional[_Tensor]:
+def _tensor_arg(x: Any, name: str) -> Optional[Tensor]:
     """An array argument as a CPU tensor: a tensor as it is (after the device check), anything
     else through sfer's conversion of NumPy's rules, or None if it does not convert."""
     if isinstance(x, torch.Tensor):
@@ -321,8 +320,8 @@ def sparse_fill_empty_rows_grad(reverse_index_map: Any, grad_values: Any, *,
     return sfer.GradResult(*_grad_op(rim, grad, num_threads))
 
 
-def fill_empty_rows(sparse: _Tensor, default_value: Any, *,
-                    num_threads: Optional[int] = None) -> Tuple[_Tensor, _Tensor]:
+def fill_empty_rows(sparse: Tensor, default_value: Any, *,
+                    num_threads: Optional[int] = None) -> Tuple[Tensor, Tensor]:
     """``tf.sparse.fill_empty_rows`` for a torch sparse COO tensor.
 
     Parameters
@@ -364,7 +363,7 @@ def fill_empty_rows(sparse: _Tensor, default_value: Any, *,
                          "uncoalesced sparse tensor: call .coalesce() first")
     else:
         indices, values = sparse._indices(), sparse._values()
-    out = sparse_fill_empty_rows(indices.t(), values, list(sparse.shape), default_value,
+    out: Any = sparse_fill_empty_rows(indices.t(), values, list(sparse.shape), default_value,
                                  num_threads=num_threads)
     filled = torch.sparse_coo_tensor(out.output_indices.t(), out.output_values, sparse.shape,
                                      is_coalesced=coalesced)
