@@ -10,6 +10,9 @@
 #                            pinned (==).  ci/test.sh installs the wheel with `-c` this file.
 #   ci/lock/py3.X-build.txt  the build environment (pyproject.toml's [build-system] requires),
 #                            pinned; ci/build_wheel.sh builds with PIP_CONSTRAINT set to it.
+#   ci/lock/py3.11-frameworks.txt  (CPython 3.11 only, FRAMEWORKS_PYTHON) the test environment
+#                            plus ci/requirements-frameworks.txt (torch, JAX), pinned: what
+#                            SFER_FRAMEWORKS=1 bash ci/test.sh installs.
 # pip resolves each set in the interpreter itself (`pip install --dry-run --report`, nothing is
 # installed), so environment markers and wheel tags are that version's.
 #
@@ -22,6 +25,7 @@ cd "$(dirname "$0")/.."
 source ci/pythons.sh
 SUPPORTED=($(supported_pythons))
 VERSIONS=("${@:-${SUPPORTED[@]}}")
+FRAMEWORKS_PYTHON=3.11   # the one CPython that CI tests sfer.torch and sfer.jax with
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
@@ -68,6 +72,11 @@ for v in "${VERSIONS[@]}"; do
         runtime=("${runtime[@]/>=/==}")
     fi
     resolve "$py" "ci/lock/py$v.txt" "${runtime[@]}" -r ci/requirements-test.txt
+    if [[ $v == "$FRAMEWORKS_PYTHON" ]]; then
+        resolve "$py" "ci/lock/py$v-frameworks.txt" "${runtime[@]}" -r ci/requirements-test.txt \
+            -r ci/requirements-frameworks.txt
+        echo "ci/lock/py$v-frameworks.txt: $(grep -c == "ci/lock/py$v-frameworks.txt") pins"
+    fi
     mapfile -t build < <(read_requirements build)
     resolve "$py" "ci/lock/py$v-build.txt" "${build[@]}"
     echo "ci/lock/py$v.txt: $(grep -c == "ci/lock/py$v.txt") pins; ci/lock/py$v-build.txt: $(grep -c == "ci/lock/py$v-build.txt") pins"

@@ -14,6 +14,11 @@
 #                     and test dependency (what a user meets today; run it before a release
 #                     and when a dependency ships a new release).  Default: the pinned set of
 #                     ci/lock/pyX.Y.txt (refresh: bash ci/lock.sh)
+#   SFER_FRAMEWORKS   1: also install torch and JAX (ci/requirements-frameworks.txt, pinned by
+#                     ci/lock/pyX.Y-frameworks.txt, which exists for CPython 3.11 only) and run
+#                     tests/test_torch.py and tests/test_jax.py (pytest args replace these),
+#                     where a missing torch or JAX then fails instead of skipping.  Default 0:
+#                     those two modules skip, and stubtest skips sfer.torch and sfer.jax
 #   anything ci/build_wheel.sh reads (SFER_LIBGOMP, SFER_OPENMP, ...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,10 +28,22 @@ PY=$(resolve_python "${PYTHON:-python3}")
 TAG=cp$("$PY" -c 'import sys; print("%d%d" % sys.version_info[:2])')
 VERSION=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 LATEST=${SFER_LATEST_DEPS:-0}
+FRAMEWORKS=${SFER_FRAMEWORKS:-0}
+REQUIREMENTS=(-r ci/requirements-test.txt)
+ALLOWLISTS=(--allowlist "$PWD/ci/stubtest-allowlist.txt")
+PYTEST_ARGS=(tests "$@")
+if [[ $FRAMEWORKS == 1 ]]; then
+    REQUIREMENTS+=(-r ci/requirements-frameworks.txt)
+    PYTEST_ARGS=(tests/test_torch.py tests/test_jax.py)
+    [[ $# -eq 0 ]] || PYTEST_ARGS=("$@")
+else
+    ALLOWLISTS+=(--allowlist "$PWD/ci/stubtest-allowlist-noframeworks.txt")
+fi
 if [[ $LATEST == 1 ]]; then
     PINS=(--upgrade --upgrade-strategy eager)   # the newest of everything
 else
     LOCK=ci/lock/py$VERSION.txt
+    [[ $FRAMEWORKS == 1 ]] && LOCK=ci/lock/py$VERSION-frameworks.txt
     [[ -f $LOCK ]] || { echo "test.sh: no $LOCK (make it with: bash ci/lock.sh $VERSION)" >&2; exit 1; }
     PINS=(-c "$LOCK")
 fi
@@ -49,9 +66,9 @@ echo "=== test.sh: $("$PY" -c 'import sys; print("Python", sys.version.split()[0
 "$PY" -m venv "$WORK/venv"
 "$WORK/venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
 "$WORK/venv/bin/python" -m pip install -q --disable-pip-version-check "${WHEELS[0]}" \
-    -r ci/requirements-test.txt "${PINS[@]}"
+    "${REQUIREMENTS[@]}" "${PINS[@]}"
 "$WORK/venv/bin/python" -m pip list --disable-pip-version-check --format=freeze \
-    | grep -iE '^(numpy|ml.dtypes|pytest|hypothesis|mypy|pyarrow)==' | tr '\n' ' ' && echo
+    | grep -iE '^(numpy|ml.dtypes|pytest|hypothesis|mypy|pyarrow|torch|jax|jaxlib)==' | tr '\n' ' ' && echo
 
 # The stubs must match the compiled modules.  The whole package is checked (its .py modules
 # too), except on Python 3.9, where stubtest flags every module that imports typing.Any,
@@ -60,9 +77,10 @@ echo "=== test.sh: $("$PY" -c 'import sys; print("Python", sys.version.split()[0
 STUBTEST_MODULES=(sfer)
 [[ $TAG == cp39 ]] && STUBTEST_MODULES=(sfer._runtime sfer._grad sfer._fill)
 (cd "$WORK" && "$WORK/venv/bin/python" -m mypy.stubtest "${STUBTEST_MODULES[@]}" \
-    --ignore-missing-stub --allowlist "$OLDPWD/ci/stubtest-allowlist.txt")
+    --ignore-missing-stub "${ALLOWLISTS[@]}")
 
 # The venv's pytest console script does not put the checkout on sys.path: `import sfer` finds
 # the installed wheel (tests/test_package.py checks that).
 # SFER_WHEEL: tests/test_package.py opens the wheel itself (its licence files).
-SFER_WHEEL=$(readlink -f "${WHEELS[0]}") "$WORK/venv/bin/pytest" -q -p no:cacheprovider tests "$@"
+SFER_WHEEL=$(readlink -f "${WHEELS[0]}") SFER_FRAMEWORKS=$FRAMEWORKS \
+    "$WORK/venv/bin/pytest" -q -p no:cacheprovider "${PYTEST_ARGS[@]}"

@@ -310,10 +310,15 @@ def sparse_fill_empty_rows_grad(reverse_index_map: Any, grad_values: Any, *,
     """
     if not (_traced(reverse_index_map) or _traced(grad_values)):
         d_values, d_default = _grad_host(num_threads, reverse_index_map, grad_values)
-        return sfer.GradResult(jnp.asarray(d_values), jnp.asarray(d_default))
+        return sfer.GradResult(*_any((jnp.asarray(d_values), jnp.asarray(d_default))))
     rim_probe = _probe(reverse_index_map)
     if _traced(reverse_index_map):   # zeros are in range unless grad_values is empty
         rim_probe = rim_probe[:0] if np.ndim(rim_probe) == 1 else rim_probe
     sfer.sparse_fill_empty_rows_grad(rim_probe, _probe(grad_values), num_threads=num_threads)
     rim, grad = jnp.asarray(reverse_index_map), jnp.asarray(grad_values)
-    return sfer.GradResult(*_grad(num_threads, rim, grad))
+    return sfer.GradResult(*_any(_grad(num_threads, rim, grad)))
+
+
+def _any(arrays: Any) -> Any:
+    """JAX arrays in :class:`sfer.GradResult` (typed for NumPy's)."""
+    return arrays
