@@ -28,7 +28,7 @@ import sys
 import tempfile
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from sfer import _dtypes
+from sfer import _dtypes, _errors, _runtime
 
 PROG = "sfer"
 
@@ -122,14 +122,6 @@ def _fmt_seconds(seconds: float) -> str:
 
 def _fmt_list(values: Any) -> str:
     return "[" + ", ".join(f"{v:g}" for v in values.tolist()) + "]"
-
-
-def _cpu_count() -> int:
-    affinity = getattr(os, "sched_getaffinity", None)  # Linux only
-    if affinity is not None:
-        with contextlib.suppress(OSError):
-            return len(affinity(0))
-    return os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------- parser
@@ -421,7 +413,7 @@ def _resolve_dtype(name: str) -> Tuple[Any, Any]:
 
     if name == "bfloat16":
         if _dtypes.BFLOAT16 is None:
-            raise CLIError("--dtype bfloat16 needs the ml_dtypes package "
+            raise CLIError(f"--dtype {_errors.bfloat16_needs_ml_dtypes()} "
                            "(pip install ml_dtypes)")
         ml_dtypes: Any = importlib.import_module("ml_dtypes")
         return _dtypes.BFLOAT16, ml_dtypes.finfo(ml_dtypes.bfloat16)
@@ -582,18 +574,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                               f"d_default_value {'agrees' if default_ok else 'DIFFERS'}): "
                               + "; ".join(problems)))
 
-    if not openmp:
-        threads_text = "1 (built without OpenMP; --threads has no effect)"
-    elif threads is not None:
-        threads_text = f"{threads} (--threads)"
-    elif os.environ.get("OMP_NUM_THREADS"):
-        threads_text = (f"{sfer.get_num_threads()} (sfer.get_num_threads(); "
-                        f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})")
-    else:
-        threads_text = (f"{sfer.get_num_threads()} (sfer.get_num_threads(); OMP_NUM_THREADS "
-                        f"unset; {_cpu_count()} CPUs in the affinity mask)")
     rows.append(("sfer.openmp_enabled()", str(openmp)))
-    rows.append(("threads", threads_text))
+    rows.append(("threads", _runtime.describe_threads(threads)))
     for label, text in rows:
         say(f"   {label:<22} {text}")
     out.flush()
