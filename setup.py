@@ -146,7 +146,8 @@ def render_templates():
 
 render_templates()
 
-compile_args = [] if sys.platform == "win32" else ["-O3", "-g0", "-fno-math-errno", "-Wno-unused-function"]
+compile_args = ([] if sys.platform == "win32"
+                else ["-O3", "-g0", "-fno-math-errno", "-Wno-unused-function"])
 HEADERS = sorted(os.path.join("sfer", "src", f) for f in os.listdir(os.path.join("sfer", "src"))
                  if f.endswith(".h"))
 PXDS = ["sfer/_openmp.pxd", "sfer/_common.pxd", "sfer/_runtime.pxd", "sfer/_grad_dispatch.pxi"]

@@ -28,7 +28,8 @@ import sys
 import tempfile
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from sfer import _dtypes, _errors, _runtime
+from sfer import _dtypes, _errors
+from sfer._runtime import describe_threads
 
 PROG = "sfer"
 
@@ -575,7 +576,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                               + "; ".join(problems)))
 
     rows.append(("sfer.openmp_enabled()", str(openmp)))
-    rows.append(("threads", _runtime.describe_threads(threads)))
+    rows.append(("threads", describe_threads(threads)))
     for label, text in rows:
         say(f"   {label:<22} {text}")
     out.flush()

@@ -77,7 +77,9 @@ _BUILTIN_VALUES = tuple((np.dtype(name), name) for name, kind, _, _ in GRAD_VALU
 def grad_values_text() -> str:
     """The supported ``grad_values`` dtypes, as error messages list them."""
     names = ", ".join(n for n in GRAD_VALUE_NAMES if n != "bfloat16")
-    return names + (", bfloat16" if BFLOAT16 is not None else " (bfloat16 with ml_dtypes installed)")
+    if BFLOAT16 is not None:
+        return names + ", bfloat16"
+    return names + " (bfloat16 with ml_dtypes installed)"
 
 
 def grad_value_name(dtype: Any) -> Optional[str]:

@@ -1,4 +1,5 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
 """The grad op, SparseFillEmptyRowsGrad: its kernels and its C entry point (private: call
 ``sfer.sparse_fill_empty_rows_grad``).
 
@@ -144,7 +145,7 @@ cdef inline void lane_add_unless(lanes_t *L, uint64_t k, val_t x, uint8_t skip) 
     # L: in/out.  Adds value x at position k to its lane, or +0 when skip is set: a bit mask,
     # not a multiply (NaN * 0 is NaN) nor a branch (unpredictable; blocks vectorisation).
     # Adding +0 leaves every accumulator bit-identical (they are never -0).
-    cdef int l
+    cdef int lane
     if val_t is uint8_t or val_t is uint16_t or val_t is uint32_t or val_t is uint64_t:
         L.u[k & (LANES - 1)] += <uint64_t>x & sfer_keep_mask(skip)
     elif val_t is sfer_f16:
@@ -156,13 +157,13 @@ cdef inline void lane_add_unless(lanes_t *L, uint64_t k, val_t x, uint8_t skip) 
     elif val_t is double:
         neumaier(&L.s[k & (LANES - 1)], &L.c[k & (LANES - 1)], sfer_keep(x, skip))
     elif val_t is sfer_c64:
-        l = <int>(k & (LANES // 2 - 1)) * 2
-        L.s[l] += sfer_keep(<double>x.re, skip)
-        L.s[l + 1] += sfer_keep(<double>x.im, skip)
+        lane = <int>(k & (LANES // 2 - 1)) * 2
+        L.s[lane] += sfer_keep(<double>x.re, skip)
+        L.s[lane + 1] += sfer_keep(<double>x.im, skip)
     elif val_t is sfer_c128:
-        l = <int>(k & (LANES // 2 - 1)) * 2
-        neumaier(&L.s[l], &L.c[l], sfer_keep(x.re, skip))
-        neumaier(&L.s[l + 1], &L.c[l + 1], sfer_keep(x.im, skip))
+        lane = <int>(k & (LANES // 2 - 1)) * 2
+        neumaier(&L.s[lane], &L.c[lane], sfer_keep(x.re, skip))
+        neumaier(&L.s[lane + 1], &L.c[lane + 1], sfer_keep(x.im, skip))
 
 
 cdef inline void lanes_close(const lanes_t *L, part_t *p, bint is_complex) noexcept nogil:
@@ -185,8 +186,6 @@ cdef inline void lanes_close(const lanes_t *L, part_t *p, bint is_complex) noexc
 
 cdef inline bint is_complex_t(val_t *dummy) noexcept nogil:
     return val_t is sfer_c64 or val_t is sfer_c128
-
-
 
 
 cdef union scalar_t:        # the result, in the bits of its output dtype
@@ -214,15 +213,15 @@ cdef void block_sum_masked(const val_t *g, const uint8_t *mark, int64_t k0, int6
     # g, mark: in; out: out.  The sum of g[k] over k0 <= k < k1 with mark[k] == 0 (k0 % 8 == 0).
     cdef lanes_t L
     cdef int64_t k = k0
-    cdef int l
+    cdef int lane
     lanes_zero(&L)
     if val_t is float:      # SIMD versions of the loop below, with the same lanes and order
         k += sfer_masked_sum_f32(g + k0, mark + k0, k1 - k0, L.s)
     elif val_t is double:
         k += sfer_masked_sum_f64(g + k0, mark + k0, k1 - k0, L.s, L.c)
     while k + 8 <= k1:
-        for l in range(LANES):
-            lane_add_unless(&L, <uint64_t>l, g[k + l], mark[k + l])
+        for lane in range(LANES):
+            lane_add_unless(&L, <uint64_t>lane, g[k + lane], mark[k + lane])
         k += 8
     while k < k1:
         lane_add_unless(&L, <uint64_t>k, g[k], mark[k])

@@ -17,8 +17,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from sfer import _dtypes, _errors, _runtime
+from sfer import _dtypes, _errors
 from sfer._convert import as_array
+from sfer._runtime import thread_request
 
 __all__ = ["GradInputs", "as_vector", "check_dtypes", "for_kernel", "grad_inputs", "output_for"]
 
@@ -29,7 +30,7 @@ class GradInputs(NamedTuple):
 
     reverse_index_map: np.ndarray
     grad_values: np.ndarray
-    num_threads: int    # sfer._runtime.thread_request's answer (0: the default)
+    num_threads: int  # sfer._runtime.thread_request's answer (0: the default)
     d_values: np.ndarray
 
 
@@ -39,7 +40,7 @@ def grad_inputs(reverse_index_map: Any, grad_values: Any, num_threads: Any,
     first rule they break raises (ValueError, TypeError), in the op's documented order."""
     rim = as_vector(reverse_index_map, "reverse_index_map", empty_dtype=np.int64)
     g = as_vector(grad_values, "grad_values")
-    nthreads = _runtime.thread_request(num_threads)
+    nthreads = thread_request(num_threads)
     check_dtypes(rim.dtype, g.dtype)
     rim_k = for_kernel(rim)
     g_k = for_kernel(g)

@@ -1,4 +1,4 @@
-# Stub for the compiled module sfer._runtime (checked against the build by mypy.stubtest in ci/test.sh).
+# Stub for the compiled module sfer._runtime (mypy.stubtest checks it: ci/test.sh).
 import os
 from typing import Any
 
