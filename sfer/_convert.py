@@ -1,5 +1,5 @@
 """The one conversion rule for array arguments (private): what an argument that is not already
-an ndarray becomes.  Shared by both ops' slow paths (``sfer._validate.as_vector`` for the grad,
+an ndarray becomes.  Shared by both ops' slow paths (``sfer._grad_inputs.as_vector`` for the grad,
 ``sfer._fill_inputs`` for the forward op) and so by ``sfer.reference``, which uses the same
 two functions.
 

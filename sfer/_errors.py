@@ -123,3 +123,46 @@ def rows_too_many(dense_rows: Any, need: Any, per_row: Any) -> str:
     """The forward op: outputs of ``dense_rows`` rows cannot exist in this address space."""
     return (f"dense_shape[0] = {dense_rows} rows: the outputs would need at least {need} bytes "
             f"({per_row} per row), more than this machine can address")
+
+
+# ------------------------------------------------------------- the forward op's inputs
+
+
+def wrong_rank(name: str, what: str, shape: Any) -> str:
+    """``name`` of the wrong number of dimensions; ``what``: "a vector (1-D)", ..."""
+    return f"{name} must be {what}, got shape {shape}"
+
+
+def length_mismatch(name: str, length: Any, indices_shape: Any, rule: str) -> str:
+    return f"{name} has length {length} but indices has shape {indices_shape}: {rule}"
+
+
+def empty_dense_shape() -> str:
+    return "dense_shape must not be empty, got shape (0,)"
+
+
+def negative_rows(rows: Any, dense_shape: Any) -> str:
+    return f"dense_shape[0] must be >= 0, got {rows} (dense_shape = {dense_shape})"
+
+
+def default_not_text(want: str, values_dtype: Any, got: Any) -> str:
+    """A default_value that is not of the string kind of ``S``/``U`` values."""
+    return f"default_value must be {want} for values of dtype {values_dtype}, got dtype {got}"
+
+
+def default_does_not_cast(shown: Any, values_dtype: Any, casting: str) -> str:
+    return (f"default_value has dtype {shown}, which does not convert to values' dtype "
+            f"{values_dtype} (NumPy's casting={casting!r} rules)")
+
+
+def default_does_not_fit(shown: Any, dtype: Any, why: str) -> str:
+    """``shown``: the value as the message shows it (a number, or a repr)."""
+    return f"default_value = {shown} does not fit in values' dtype {dtype} ({why})"
+
+
+def default_overflows(shown: Any, dtype: Any) -> str:
+    return f"default_value = {shown} overflows values' dtype {dtype}"
+
+
+def default_not_datetime(shown: Any, exc: BaseException) -> str:
+    return f"default_value = {shown} is not a datetime64: {exc}"

@@ -24,7 +24,14 @@ Definitions used by every kernel below:
 * Integers: uint64 lanes (wrapping), whose low bits are the exact sum modulo 2**bits whatever
   the signedness.
 
-Every kernel is ``noexcept nogil``; inputs are ``const``; outputs are marked ``# out``.
+Every kernel is ``noexcept nogil``; inputs are ``const``; outputs are marked ``# out``.  A
+call's kernels share one ``grad_call`` (its arrays, sizes and plan) instead of long parameter
+lists; the arrays also come typed (``g``, ``rim``, ``d``), which picks the specialisation.
+
+The way through a call: ``sparse_fill_empty_rows_grad`` -> ``fast_grad`` (accepts the common
+case in C) or else ``sfer._grad_inputs.grad_inputs`` (converts and rejects, in Python, once)
+-> ``run`` (the plan: ``sfer._runtime``) -> ``run_value`` (the dtype dispatch generated from
+sfer/_dtypes.py's table) -> ``run_grad`` and its kernels.  Nothing here is called back.
 """
 
 
