@@ -211,21 +211,23 @@ cdef inline double compensated_value(double s, double c) noexcept nogil:
         return NAN
     return s + c if isfinite(s) else s
 
+
 # ---------------------------------------------------------------------------------------------
 # Range kernels: each does the work of one thread on one contiguous range.  g, rim, d: the
 # call's arrays (c.g, c.rim, c.d), typed.
 
-cdef void block_sum_masked(const val_t *g, const uint8_t *mark, int64_t k0, int64_t k1,
+cdef void block_sum_masked(const val_t *g, const uint8_t *mark, int64_t k1,
                            part_t *out) noexcept nogil:
-    # g, mark: in; out: out.  The sum of g[k] over k0 <= k < k1 with mark[k] == 0 (k0 % 8 == 0).
+    # g, mark: in (a block's first position and its mark); out: out.  The sum of g[k] over
+    # 0 <= k < k1 with mark[k] == 0 (position k of the block in lane k % 8).
     cdef lanes_t L
-    cdef int64_t k = k0
+    cdef int64_t k = 0
     cdef int lane
     lanes_zero(&L)
     if val_t is float:      # SIMD versions of the loop below, with the same lanes and order
-        k += sfer_masked_sum_f32(g + k0, mark + k0, k1 - k0, L.s)
+        k += sfer_masked_sum_f32(g, mark, k1, L.s)
     elif val_t is double:
-        k += sfer_masked_sum_f64(g + k0, mark + k0, k1 - k0, L.s, L.c)
+        k += sfer_masked_sum_f64(g, mark, k1, L.s, L.c)
     while k + 8 <= k1:
         for lane in range(LANES):
             lane_add_unless(&L, <uint64_t>lane, g[k + lane], mark[k + lane])
@@ -332,8 +334,8 @@ cdef int block_walk(const val_t *g, const idx_t *rim, val_t *d, grad_call *c, in
             sfer_stream_fence()
             return 1
         for b in range(w, min(w + window, b1)):
-            block_sum_masked(g + b * BLOCK, &mark[(b - w) * BLOCK], 0,
-                             min(BLOCK, k1 - b * BLOCK), &c.parts[b])
+            block_sum_masked(g + b * BLOCK, &mark[(b - w) * BLOCK], min(BLOCK, k1 - b * BLOCK),
+                             &c.parts[b])
         w += window
     sfer_stream_fence()
     j_range[1] = j
@@ -354,7 +356,7 @@ cdef void block_sum_bits(const val_t *g, const uint64_t *bits, int64_t words, in
         for i in range(nmaps):
             m |= bits[i * words + w]
         sfer_bits_to_bytes(m, &mark[(w - w0) * 64])
-    block_sum_masked(g + k0, mark, 0, k1 - k0, out)
+    block_sum_masked(g + k0, mark, k1 - k0, out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,7 +469,8 @@ cdef void sum_unmarked(const val_t *g, const grad_call *c, const uint64_t *bits,
                            &c.parts[b])
     elif nmaps == 0:
         for b in prange(nb, schedule='static', num_threads=nthreads):
-            block_sum_masked(g, marks, b * BLOCK, min((b + 1) * BLOCK, n_full), &c.parts[b])
+            block_sum_masked(g + b * BLOCK, marks + b * BLOCK, min(BLOCK, n_full - b * BLOCK),
+                             &c.parts[b])
     else:
         for b in prange(nb, schedule='static', num_threads=nthreads):
             block_sum_bits(g, bits, words, nmaps, b * BLOCK, min((b + 1) * BLOCK, n_full),
