@@ -13,6 +13,7 @@ import numpy as np
 
 from sfer import _errors
 from sfer._convert import as_array
+from sfer._dtypes import logical_kind, ml_kind
 
 __all__ = ["fill_inputs"]
 
@@ -98,7 +99,7 @@ def _is_python_int(default: np.ndarray) -> bool:
 def _check_default_kind(default: np.ndarray, values_dtype: np.dtype) -> np.dtype:
     """The output values' dtype; TypeError naming default_value if its kind cannot become
     ``values_dtype`` (stage 2: by dtype, whatever its shape)."""
-    vk, dk = values_dtype.kind, default.dtype.kind
+    vk, dk = logical_kind(values_dtype), logical_kind(default.dtype)
     out = values_dtype if values_dtype.isnative else values_dtype.newbyteorder("=")
     casting = "same_kind"
     if vk == "O":
@@ -112,11 +113,16 @@ def _check_default_kind(default: np.ndarray, values_dtype: np.dtype) -> np.dtype
         ok = dk in "UT"
     elif vk == "M":
         ok = dk in "MU"  # a datetime64, or a str NumPy parses
-    elif issubclass(values_dtype.type, np.void):  # structured or raw bytes: the same layout
+    elif vk == "V" and issubclass(values_dtype.type, np.void):  # structured or raw bytes
         casting = "equiv"  # named in the error message below
         ok = np.can_cast(default.dtype, values_dtype, casting="equiv")
     elif vk in "iu" and (dk in "biu" or _is_python_int(default)):
         ok = True  # any integer: its value is checked (signed to unsigned is not same_kind)
+    elif ml_kind(values_dtype) or ml_kind(default.dtype):
+        # ml_dtypes' types follow NumPy's own table for their kind, whatever casts the
+        # installed ml_dtypes registers: b < i, u < f < c, a default never of a higher kind.
+        source = "i" if _is_python_int(default) else dk
+        ok = vk in _SAME_KIND_FROM and source in _SAME_KIND_FROM[vk]
     elif _is_python_int(default):
         ok = np.can_cast(np.int64, values_dtype, casting="same_kind")
     else:
@@ -127,6 +133,11 @@ def _check_default_kind(default: np.ndarray, values_dtype: np.dtype) -> np.dtype
     return out
 
 
+#: NumPy's casting="same_kind" table by kind, for the float and complex targets (integer
+#: targets take any integer default and check its value): the kinds a default may have.
+_SAME_KIND_FROM = {"f": "biuf", "c": "biufc"}
+
+
 def _check_default_fits(default: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
     """The scalar ``default`` converted to ``out_dtype`` (a 0-d array); ValueError naming
     default_value if its value does not fit (stage 4)."""
@@ -135,7 +146,7 @@ def _check_default_fits(default: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
         x = x.item()  # shown as a Python number in messages
     if out_dtype.kind == "O":
         return default if default.dtype.kind == "O" else default.astype(object)
-    if out_dtype.kind in "iu":
+    if out_dtype.kind in "iu" and ml_kind(out_dtype) is None:
         v = int(x)  # bool, integer or Python int: exact
         info = np.iinfo(out_dtype)
         if not info.min <= v <= info.max:
@@ -158,13 +169,12 @@ def _check_default_fits(default: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
     except OverflowError:  # NumPy >= 2.5: a datetime64/timedelta64 beyond the unit's range
         raise ValueError(_errors.default_does_not_fit(repr(x), out_dtype,
                                                       "out of its range")) from None
-    if out_dtype.kind in "fc" or _is_float_like(out_dtype):
+    if logical_kind(out_dtype) in "fc":
         if _finite(default) and not _finite(converted):
             raise ValueError(_errors.default_overflows(repr(x), out_dtype))
-    elif out_dtype.kind in "Mm" or (out_dtype.kind == "V"
-                                    and not issubclass(out_dtype.type, np.void)):
-        # datetimes (a unit may lose precision or overflow) and the other dtypes NumPy does
-        # not know (e.g. ml_dtypes' small integers): the value must come back unchanged
+    elif out_dtype.kind in "Mm" or ml_kind(out_dtype) is not None:
+        # datetimes (a unit may lose precision or overflow) and ml_dtypes' small integers
+        # (int4, ...; NumPy has no iinfo for them): the value must come back unchanged
         try:
             with np.errstate(all="ignore"):
                 back = converted.astype(default.dtype)
@@ -179,18 +189,11 @@ def _check_default_fits(default: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
     return converted
 
 
-def _is_float_like(dtype: np.dtype) -> bool:
-    """bfloat16 and the other floats NumPy does not know by kind (ml_dtypes' floats: kind "V"
-    but no np.void, and they cast safely to float64 but not to int64)."""
-    return (dtype.kind == "V" and not issubclass(dtype.type, np.void)
-            and bool(np.can_cast(dtype, np.float64, casting="safe"))
-            and not np.can_cast(dtype, np.int64, casting="safe"))
-
-
 def _finite(a: np.ndarray) -> bool:
-    """Whether a 0-d bool, integer or float/complex array (bfloat16 included) is finite."""
+    """Whether a 0-d bool, integer or float/complex array (ml_dtypes' included) is finite."""
     if a.dtype.kind in "biu":
         return True
-    if a.dtype.kind in "fc":
+    if a.dtype.kind in "fc" and ml_kind(a.dtype) is None:
         return bool(np.isfinite(a))
-    return bool(np.isfinite(a.astype(np.float64)))  # bfloat16 and friends
+    wide = np.complex128 if logical_kind(a.dtype) == "c" else np.float64
+    return bool(np.isfinite(a.astype(wide)))  # bfloat16 and ml_dtypes' other formats

@@ -63,7 +63,7 @@ def as_vector(obj: Any, name: str, *, empty_dtype: Any = None) -> np.ndarray:
 def check_dtypes(map_dtype: np.dtype, grad_dtype: np.dtype) -> None:
     """TypeError unless the grad takes a map of ``map_dtype`` and grad_values of ``grad_dtype``
     (any byte order): grad_values' dtype in the table of sfer._dtypes, an integer map."""
-    if _dtypes.grad_value_name(grad_dtype) is None:
+    if not _dtypes.is_grad_value_dtype(grad_dtype):
         raise TypeError(_errors.grad_values_dtype(grad_dtype, _dtypes.grad_values_text()))
     if (map_dtype.kind not in "iu" or map_dtype.itemsize not in (1, 2, 4, 8)
             or map_dtype.num >= _dtypes.NPY_USERDEF):

@@ -214,11 +214,11 @@ def _available_cpus():
 
 def describe_threads(num_threads):
     """What the ``sfer`` demo prints for the threads of a call with ``num_threads`` (None or
-    the ``--threads`` value)."""
+    the ``--num-threads`` value)."""
     if not SFER_HAVE_OPENMP:
-        return "1 (built without OpenMP; --threads has no effect)"
+        return "1 (built without OpenMP; --num-threads has no effect)"
     if num_threads is not None:
-        return f"{num_threads} (--threads)"
+        return f"{num_threads} (--num-threads)"
     if os.environ.get("OMP_NUM_THREADS"):
         return (f"{get_num_threads()} (sfer.get_num_threads(); "
                 f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})")

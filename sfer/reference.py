@@ -154,8 +154,8 @@ __all__ = [
     "unreferenced",
 ]
 
-# The supported dtypes come from the one table (sfer/_dtypes.py); bfloat16 is optional.
-_BFLOAT16: Optional[np.dtype] = _dtypes.BFLOAT16
+# The supported dtypes come from the one table (sfer/_dtypes.py); bfloat16 is optional and
+# recognised without importing ml_dtypes.
 
 #: A real binary floating-point format: (precision in bits with the implicit one, the smallest
 #: normal exponent, the largest exponent).
@@ -343,7 +343,7 @@ def _native(dtype: Any) -> np.dtype:
 def _value_dtype(dtype: Any) -> np.dtype:
     """``dtype`` in native byte order; TypeError unless sfer supports it for grad_values."""
     native = _native(dtype)
-    if _dtypes.grad_value_name(native) is None:
+    if not _dtypes.is_grad_value_dtype(native):
         raise TypeError(_errors.not_a_grad_values_dtype(native, _dtypes.grad_values_text()))
     return native
 

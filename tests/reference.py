@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from sfer import _errors
+from sfer import _dtypes, _errors
 from sfer import reference as _ref
 from sfer.reference import exact_sum, unreferenced
 
 #: numpy's bfloat16 dtype (ml_dtypes), or None without ml_dtypes
-BFLOAT16 = _ref._BFLOAT16
+BFLOAT16 = _dtypes.bfloat16()
 
 __all__ = [
     "BFLOAT16",
