@@ -30,7 +30,8 @@ import sys
 import tempfile
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from sfer import _dtypes
+from sfer import _dtypes, _errors
+from sfer._runtime import describe_threads
 
 PROG = "sfer"
 
@@ -124,14 +125,6 @@ def _fmt_seconds(seconds: float) -> str:
 
 def _fmt_list(values: Any) -> str:
     return "[" + ", ".join(f"{v:g}" for v in values.tolist()) + "]"
-
-
-def _cpu_count() -> int:
-    affinity = getattr(os, "sched_getaffinity", None)  # Linux only
-    if affinity is not None:
-        with contextlib.suppress(OSError):
-            return len(affinity(0))
-    return os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------- parser
@@ -430,7 +423,7 @@ def _resolve_dtype(name: str) -> Tuple[Any, Any]:
     if name == "bfloat16":
         bf16 = _dtypes.bfloat16()
         if bf16 is None:
-            raise CLIError("--dtype bfloat16 needs the ml_dtypes package "
+            raise CLIError(f"--dtype {_errors.bfloat16_needs_ml_dtypes()} "
                            "(pip install ml_dtypes)")
         ml_dtypes: Any = importlib.import_module("ml_dtypes")
         return bf16, ml_dtypes.finfo(ml_dtypes.bfloat16)
@@ -639,19 +632,9 @@ def _grad_default_rows(np: Any, reference: Any, rim: Any, grad: Any, s_default: 
 
 
 def _threads_rows(sfer: Any, threads: Optional[int]) -> Rows:
-    """What the demo says about the thread count sfer used."""
-    openmp = bool(sfer.openmp_enabled())
-    if not openmp:
-        text = "1 (built without OpenMP; --num-threads has no effect)"
-    elif threads is not None:
-        text = f"{threads} (--num-threads)"
-    elif os.environ.get("OMP_NUM_THREADS"):
-        text = (f"{sfer.get_num_threads()} (sfer.get_num_threads(); "
-                f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})")
-    else:
-        text = (f"{sfer.get_num_threads()} (sfer.get_num_threads(); OMP_NUM_THREADS "
-                f"unset; {_cpu_count()} CPUs in the affinity mask)")
-    return [("sfer.openmp_enabled()", str(openmp)), ("threads", text)]
+    """What the demo says about the thread count sfer used (the words: sfer._runtime's)."""
+    return [("sfer.openmp_enabled()", str(bool(sfer.openmp_enabled()))),
+            ("threads", describe_threads(threads))]
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
