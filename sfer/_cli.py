@@ -30,7 +30,8 @@ import sys
 import tempfile
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from sfer import _dtypes
+from sfer import _dtypes, _errors
+from sfer._runtime import describe_threads
 
 PROG = "sfer"
 
@@ -126,14 +127,6 @@ def _fmt_list(values: Any) -> str:
     return "[" + ", ".join(f"{v:g}" for v in values.tolist()) + "]"
 
 
-def _cpu_count() -> int:
-    affinity = getattr(os, "sched_getaffinity", None)  # Linux only
-    if affinity is not None:
-        with contextlib.suppress(OSError):
-            return len(affinity(0))
-    return os.cpu_count() or 1
-
-
 # --------------------------------------------------------------------------- parser
 
 
@@ -153,6 +146,14 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
+    _add_demo_command(sub)
+    _add_grad_command(sub)
+    _add_fill_command(sub)
+    return parser
+
+
+def _add_demo_command(sub: Any) -> None:
+    """The ``demo`` command's parser (what plain ``sfer`` runs)."""
     demo = sub.add_parser(
         "demo",
         help="run a small worked example, then time both ops against NumPy composites (default)",
@@ -180,6 +181,10 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, metavar="S",
                       help="seed of the generated data (default: 0)")
 
+
+
+def _add_grad_command(sub: Any) -> None:
+    """The ``grad`` command's parser."""
     grad = sub.add_parser(
         "grad",
         help="compute the gradient of two .npy files into an .npz file",
@@ -201,6 +206,10 @@ def _build_parser() -> argparse.ArgumentParser:
     grad.add_argument("-q", "--quiet", action="store_true",
                       help="print nothing on success")
 
+
+
+def _add_fill_command(sub: Any) -> None:
+    """The ``fill`` command's parser."""
     fill = sub.add_parser(
         "fill",
         help="fill the empty rows of a sparse tensor given as three .npy files, into an .npz file",
@@ -231,7 +240,6 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_threads_option(fill)
     fill.add_argument("-q", "--quiet", action="store_true",
                       help="print nothing on success")
-    return parser
 
 
 def _add_threads_option(parser: argparse.ArgumentParser) -> None:
@@ -430,7 +438,7 @@ def _resolve_dtype(name: str) -> Tuple[Any, Any]:
     if name == "bfloat16":
         bf16 = _dtypes.bfloat16()
         if bf16 is None:
-            raise CLIError("--dtype bfloat16 needs the ml_dtypes package "
+            raise CLIError(f"--dtype {_errors.bfloat16_needs_ml_dtypes()} "
                            "(pip install ml_dtypes)")
         ml_dtypes: Any = importlib.import_module("ml_dtypes")
         return bf16, ml_dtypes.finfo(ml_dtypes.bfloat16)
@@ -639,19 +647,9 @@ def _grad_default_rows(np: Any, reference: Any, rim: Any, grad: Any, s_default: 
 
 
 def _threads_rows(sfer: Any, threads: Optional[int]) -> Rows:
-    """What the demo says about the thread count sfer used."""
-    openmp = bool(sfer.openmp_enabled())
-    if not openmp:
-        text = "1 (built without OpenMP; --num-threads has no effect)"
-    elif threads is not None:
-        text = f"{threads} (--num-threads)"
-    elif os.environ.get("OMP_NUM_THREADS"):
-        text = (f"{sfer.get_num_threads()} (sfer.get_num_threads(); "
-                f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})")
-    else:
-        text = (f"{sfer.get_num_threads()} (sfer.get_num_threads(); OMP_NUM_THREADS "
-                f"unset; {_cpu_count()} CPUs in the affinity mask)")
-    return [("sfer.openmp_enabled()", str(openmp)), ("threads", text)]
+    """What the demo says about the thread count sfer used (the words: sfer._runtime's)."""
+    return [("sfer.openmp_enabled()", str(bool(sfer.openmp_enabled()))),
+            ("threads", describe_threads(threads))]
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

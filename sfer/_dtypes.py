@@ -1,5 +1,10 @@
-"""The one table of the dtypes sfer supports (error messages, CLI choices, docs, tests), and
-sfer's own view of the dtypes of ``ml_dtypes``.
+"""The one table of the dtypes sfer supports (kernel dispatch, error messages, CLI choices,
+docs, tests), and sfer's own view of the dtypes of ``ml_dtypes``.
+
+``GRAD_VALUES`` lists the dtypes of the grad's ``grad_values`` (and so of ``d_values``), one
+tuple each; setup.py reads it (as a literal, without importing sfer) and generates the grad's
+dtype dispatch from it (sfer/_grad_dispatch.pxi.tp).  Adding a value dtype to the grad whose
+kernel item type exists is one row here, plus tests.
 
 ``ml_dtypes`` (bfloat16, float8, int4, ...) is optional and never imported by ``import sfer``:
 loading its extension costs more than all of sfer.  An array of one of its dtypes can only
@@ -22,17 +27,55 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["GRAD_VALUE_NAMES", "bfloat16", "grad_values_text", "is_bfloat16",
-           "is_grad_value_dtype", "logical_kind", "ml_kind", "resolve"]
+from sfer import _errors
 
-#: The dtypes of ``grad_values`` (and so of ``d_values``) that the grad op takes, in the order
-#: the documentation lists them; "bfloat16" needs ml_dtypes.
-GRAD_VALUE_NAMES: Tuple[str, ...] = (
-    "float16", "float32", "float64", "complex64", "complex128",
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bfloat16",
+__all__ = ["GRAD_INDEXES", "GRAD_VALUES", "GRAD_VALUE_NAMES", "NPY_USERDEF", "bfloat16",
+           "grad_values_text", "is_bfloat16", "is_grad_value_dtype", "logical_kind", "ml_kind",
+           "resolve"]
+
+#: NumPy's first type number of a dtype it does not build in (NPY_USERDEF)
+NPY_USERDEF = 256
+
+#: The dtypes of ``grad_values`` that the grad op takes, in the order the documentation lists
+#: them: (name, NumPy kind, item size, the kernel's item type).  The kind is NumPy's ("V" for
+#: a dtype NumPy does not build in, recognised by :func:`is_grad_value_dtype`); the item type
+#: is a member of the fused ``val_t`` (sfer/_common.pxd): the bits the kernel moves and sums
+#: (signed and unsigned integers of one size share one).  "bfloat16" needs ml_dtypes.
+GRAD_VALUES: Tuple[Tuple[str, str, int, str], ...] = (
+    ("float16", "f", 2, "sfer_f16"),
+    ("float32", "f", 4, "float"),
+    ("float64", "f", 8, "double"),
+    ("complex64", "c", 8, "sfer_c64"),
+    ("complex128", "c", 16, "sfer_c128"),
+    ("int8", "i", 1, "uint8_t"),
+    ("int16", "i", 2, "uint16_t"),
+    ("int32", "i", 4, "uint32_t"),
+    ("int64", "i", 8, "uint64_t"),
+    ("uint8", "u", 1, "uint8_t"),
+    ("uint16", "u", 2, "uint16_t"),
+    ("uint32", "u", 4, "uint32_t"),
+    ("uint64", "u", 8, "uint64_t"),
+    ("bfloat16", "V", 2, "sfer_bf16"),
 )
 
-_BUILTIN_GRAD_VALUES = frozenset(np.dtype(n) for n in GRAD_VALUE_NAMES if n != "bfloat16")
+#: The dtypes of ``reverse_index_map``: (name, NumPy kind, item size, the kernel's entry type,
+#: a member of the fused ``idx_t``).
+GRAD_INDEXES: Tuple[Tuple[str, str, int, str], ...] = (
+    ("int8", "i", 1, "int8_t"),
+    ("int16", "i", 2, "int16_t"),
+    ("int32", "i", 4, "int32_t"),
+    ("int64", "i", 8, "int64_t"),
+    ("uint8", "u", 1, "uint8_t"),
+    ("uint16", "u", 2, "uint16_t"),
+    ("uint32", "u", 4, "uint32_t"),
+    ("uint64", "u", 8, "uint64_t"),
+)
+
+#: The names of ``GRAD_VALUES``, in its order.
+GRAD_VALUE_NAMES: Tuple[str, ...] = tuple(row[0] for row in GRAD_VALUES)
+
+_BUILTIN_GRAD_VALUES = frozenset(np.dtype(name) for name, kind, _, _ in GRAD_VALUES
+                                 if kind != "V")
 
 # ml_dtypes' scalar type names -> the NumPy kind whose rules they follow: int1/2/4 and
 # uint1/2/4 are integers, bfloat16 and the floatN_* formats are floats, complex32 and
@@ -106,7 +149,7 @@ def resolve(name: str) -> np.dtype:
     if name == "bfloat16":
         dtype = bfloat16()
         if dtype is None:
-            raise ValueError("bfloat16 needs the ml_dtypes package")
+            raise ValueError(_errors.bfloat16_needs_ml_dtypes())
         return dtype
     return np.dtype(name)
 

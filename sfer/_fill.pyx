@@ -30,12 +30,13 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from sfer._common cimport sfer_atomic_load, sfer_atomic_store, sfer_prefetch_w
-from sfer._runtime cimport SERIAL_BELOW, enter_call, leave_call, plan_threads
+from sfer._runtime cimport (SERIAL_BELOW, counting_threads, enter_call, leave_call,
+                            plan_threads, thread_request)
 
 import numpy as np
 
+from sfer import _errors
 from sfer._fill_inputs import fill_inputs as _fill_inputs
-from sfer._grad import thread_request as _thread_request
 from sfer._result import FillResult
 
 cnp.import_array()
@@ -315,9 +316,7 @@ cdef object check_memory(object dense_rows, int64_t rank, Py_ssize_t size):
     # dense_shape of 2**62 rows.  dense_rows: a Python int (a uint64 may exceed int64).
     cdef object need = dense_rows * (1 + 8 * rank + size)
     if need > 0x7fffffffffffffff:
-        raise MemoryError(
-            f"dense_shape[0] = {dense_rows} rows: the outputs would need at least {need} bytes "
-            f"({1 + 8 * rank + size} per row), more than this machine can address")
+        raise MemoryError(_errors.rows_too_many(dense_rows, need, 1 + 8 * rank + size))
 
 
 cdef object run_small(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, const char *dflt,
@@ -353,9 +352,8 @@ cdef object run_small(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, con
     if n_full == -1:
         return None
     if n_full == -2:
-        raise IndexError(
-            f"indices[{bad}, 0] = {ip[bad * rank] if given is None else int(given[bad, 0])}"
-            f" is out of range [0, {dense_rows})")
+        raise IndexError(_errors.row_out_of_range(
+            bad, ip[bad * rank] if given is None else int(given[bad, 0]), dense_rows))
     if n_full == n:   # the fast path after all: rim is 0..N-1, no row empty
         sfer_atomic_store(&_last_path_code, PATH_FAST)
         return _tuple_new(FillResult, (read_only(ind), read_only(vals), empty, rim))
@@ -402,7 +400,7 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
     nthreads = plan_threads(requested, work)
     scans = <slice_scan *>malloc(nthreads * sizeof(slice_scan))
     if scans == NULL:
-        raise MemoryError("sfer: could not allocate the kernel's work space")
+        raise MemoryError(_errors.no_work_space())
     with nogil:
         nthreads = enter_call(nthreads)
     try:
@@ -421,9 +419,8 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
                 new_rows += scans[t].new_rows
                 down += scans[t].down
         if bad >= 0:
-            raise IndexError(
-                f"indices[{bad}, 0] = {ip[bad * rank] if given is None else int(given[bad, 0])}"
-                f" is out of range [0, {dense_rows})")
+            raise IndexError(_errors.row_out_of_range(
+                bad, ip[bad * rank] if given is None else int(given[bad, 0]), dense_rows))
         check_memory(dense_rows, rank, size)
         if down == 0 and new_rows == dense_rows:
             # 2a. fast: the outputs are the inputs
@@ -473,10 +470,8 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
             # counters would take more memory than the outputs
             sfer_atomic_store(&_last_path_code, PATH_COUNTING)
             narrow = n + dense_rows <= 0x7fffffff and not _wide_counters
-            tc = nthreads
-            while tc > 1 and (<double>tc * dense_rows * (4 if narrow else 8)
-                              > <double>n * (8 * rank + size + 8)):
-                tc -= 1
+            tc = counting_threads(nthreads, dense_rows, 4 if narrow else 8, n,
+                                  8 * rank + size + 8)
             shape2[0] = tc
             shape2[1] = dense_rows
             counts = cnp.PyArray_ZEROS(2, shape2, cnp.NPY_INT32 if narrow else cnp.NPY_INT64, 0)
@@ -653,7 +648,7 @@ cdef object fast_fill(object indices, object values, object dense_shape, object 
         return None
     if not fast_default(default, vals, &buf):
         return None
-    return run_fill(ind, vals, dense_rows, buf.raw, None, _thread_request(num_threads), None)
+    return run_fill(ind, vals, dense_rows, buf.raw, None, thread_request(num_threads), None)
 
 
 def sparse_fill_empty_rows(indices, values, dense_shape, default_value, *, num_threads=None):
@@ -700,7 +695,7 @@ def sparse_fill_empty_rows(indices, values, dense_shape, default_value, *, num_t
         return result
     idx, vals, shape, default, out_dtype = _fill_inputs(indices, values, dense_shape,
                                                         default_value)
-    requested = _thread_request(num_threads)
+    requested = thread_request(num_threads)
     if int(shape[0]) > 0x7fffffffffffffff:   # a uint64 beyond int64: no row can be placed
         check_memory(int(shape[0]), idx.shape[1], out_dtype.itemsize)
     ind = np.ascontiguousarray(idx, dtype=np.int64)   # uint64 rows beyond int64: negative, bad

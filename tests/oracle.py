@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sfer import _dtypes
+from sfer import _dtypes, _errors
 from sfer import reference as _ref
 from sfer.reference import exact_sum, unreferenced
 
@@ -40,7 +40,7 @@ ulp = _ref._ulp
 round_float = _ref._round_float
 #: (j, v) of the first out-of-range entry of a map, or None
 first_bad = _ref._first_bad
-index_error_message = _ref._index_error_message
+index_error_message = _errors.map_entry_out_of_range
 
 
 def reference_grad(rim, g):
