@@ -118,7 +118,7 @@ def _fill_fake(indices: Tensor, values: Tensor, dense_shape: Sequence[int],
 
 
 def _fill_setup_context(ctx: Any, inputs: Tuple[Any, ...], output: Tuple[Tensor, ...]) -> None:
-    values, default_value, num_threads = inputs[1], inputs[3], inputs[4]
+    default_value, num_threads = inputs[3], inputs[4]
     ctx.save_for_backward(output[3])
     ctx.default_dtype = default_value.dtype
     ctx.num_threads = num_threads
