@@ -70,10 +70,13 @@ cdef extern from "src/sfer_fill.h":
         SFER_FILL_UNSORTED
         SFER_FILL_BAD_ROW
     void sfer_copy_item(char *dst, const char *src, int64_t size) noexcept nogil
-    void sfer_fill_default(const sfer_fill_ctx *c, int64_t row, int64_t p) noexcept nogil
     void sfer_fill_gap(const sfer_fill_ctx *c, int64_t q0, int64_t q1, int64_t p) noexcept nogil
+    void sfer_fill_defaults(const sfer_fill_ctx *c, int64_t q0, int64_t q1,
+                            const int64_t *starts) noexcept nogil
     int64_t sfer_fill_sorted(const sfer_fill_ctx *c, int64_t i0, int64_t i1, int64_t e,
                              int check, int64_t *bad) noexcept nogil
+    int64_t sfer_fill_sorted_slice(const sfer_fill_ctx *c, int64_t i0, int64_t i1,
+                                   int64_t e) noexcept nogil
 
 cdef object _tuple_new = tuple.__new__
 
@@ -377,10 +380,10 @@ cdef object run_fast(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, int nt
 cdef object run_sorted(sfer_fill_ctx *c, cnp.ndarray vals, object default, slice_scan *scans,
                        int nthreads):
     # Rows sorted, some empty: each thread places its slice by the sorted rule
-    # (sfer_fill_sorted), from its own e; then the threads share the empty rows after the last
-    # entry's row.  scans: the scan's, one per thread.
+    # (sfer_fill_sorted_slice), from its own e; then the threads share the empty rows after the
+    # last entry's row.  scans: the scan's, one per thread.
     cdef int64_t n = c.n, rank = c.rank, dense_rows = c.dense_rows
-    cdef int64_t i0, q, e, last, new_rows = 0
+    cdef int64_t i0, q0, q1, e, last, new_rows = 0
     cdef int t
     sfer_atomic_store(&_last_path_code, PATH_SORTED)
     for t in range(nthreads):
@@ -395,9 +398,11 @@ cdef object run_sorted(sfer_fill_ctx *c, cnp.ndarray vals, object default, slice
     out_ind, out_vals = new_outputs(c, n + dense_rows - new_rows, vals)
     with nogil:
         for t in prange(nthreads, schedule='static', num_threads=nthreads):
-            sfer_fill_sorted(c, t * n // nthreads, (t + 1) * n // nthreads, scans[t].e, 0, NULL)
-        for q in prange(last + 1, dense_rows, schedule='static', num_threads=nthreads):
-            sfer_fill_gap(c, q, q + 1, n + e + q - last - 1)
+            sfer_fill_sorted_slice(c, t * n // nthreads, (t + 1) * n // nthreads, scans[t].e)
+        for t in prange(nthreads, schedule='static', num_threads=nthreads):
+            q0 = last + 1 + t * (dense_rows - last - 1) // nthreads
+            q1 = last + 1 + (t + 1) * (dense_rows - last - 1) // nthreads
+            sfer_fill_gap(c, q0, q1, n + e + q0 - last - 1)
     return fill_result(c, out_ind, out_vals, empty, rim, vals, default)
 
 
@@ -410,7 +415,8 @@ cdef object run_counting(sfer_fill_ctx *c, cnp.ndarray vals, object default, int
                                    <double>c.n * (8 * c.rank + c.size + 8))
     cdef cnp.npy_intp shape[2]
     cdef cnp.npy_intp rows = c.dense_rows
-    cdef int64_t q, n_full
+    cdef int64_t n_full
+    cdef int t
     cdef void *cp
     cdef int64_t *sp
     sfer_atomic_store(&_last_path_code, PATH_COUNTING)
@@ -432,9 +438,8 @@ cdef object run_counting(sfer_fill_ctx *c, cnp.ndarray vals, object default, int
             place_all_counted(c, tc, <int32_t *>cp)
         else:
             place_all_counted(c, tc, <int64_t *>cp)
-        for q in prange(c.dense_rows, schedule='static', num_threads=nthreads):
-            if c.empty[q]:
-                sfer_fill_default(c, q, sp[q])
+        for t in prange(nthreads, schedule='static', num_threads=nthreads):
+            sfer_fill_defaults(c, t * rows // nthreads, (t + 1) * rows // nthreads, sp)
     return fill_result(c, out_ind, out_vals, empty, rim, vals, default)
 
 

@@ -7,6 +7,14 @@
 #include <stdint.h>
 #include <string.h>
 
+#if defined(__GNUC__)
+#define SFER_NOINLINE __attribute__((noinline))
+#elif defined(_MSC_VER)
+#define SFER_NOINLINE __declspec(noinline)
+#else
+#define SFER_NOINLINE
+#endif
+
 /* One call's arrays and sizes.  The inputs are set before any kernel runs; the outputs once
    they are allocated (out_ind and out_vals after the lay-out, when N_full is known). */
 typedef struct {
@@ -47,9 +55,9 @@ static inline void sfer_fill_default(const sfer_fill_ctx *c, int64_t row, int64_
     const int64_t rank = c->rank, size = c->size;
     char *out_vals = c->out_vals;
     int64_t *out_ind = c->out_ind + p * rank;
-    out_ind[0] = row;
-    for (int64_t k = 1; k < rank; k++)
-        out_ind[k] = 0;
+    int64_t x = row;   /* row, then zeros (a loop of zeros alone becomes a memset call) */
+    for (int64_t k = 0; k < rank; k++, x = 0)
+        out_ind[k] = x;
     if (out_vals)
         sfer_copy_item(out_vals + p * size, c->dflt, size);
 }
@@ -62,6 +70,17 @@ static inline void sfer_fill_gap(const sfer_fill_ctx *c, int64_t q0, int64_t q1,
         sfer_fill_default(c, q, p + q - q0);
         c->empty[q] = 1;
     }
+}
+
+/* Rows q0 <= q < q1 that are flagged empty: their default entries at output positions
+   starts[q] (the counting path's). */
+static inline void sfer_fill_defaults(const sfer_fill_ctx *c, int64_t q0, int64_t q1,
+                                      const int64_t *starts)
+{
+    const sfer_fill_ctx k = *c;   /* a copy no store can alias: its fields stay in registers */
+    for (int64_t q = q0; q < q1; q++)
+        if (k.empty[q])
+            sfer_fill_default(&k, q, starts[q]);
 }
 
 /* Entries i0 <= i < i1, all of one run (no empty row between their rows): to output
@@ -118,6 +137,15 @@ static inline int64_t sfer_fill_sorted(const sfer_fill_ctx *c, int64_t i0, int64
     }
     sfer_fill_run(c, s, i1, e);
     return e;
+}
+
+/* sfer_fill_sorted on a slice whose rows are scanned already (check = 0): the sorted path's,
+   one call per thread.  Not inlined into the parallel region, so that its loop has the
+   registers to itself. */
+static SFER_NOINLINE int64_t sfer_fill_sorted_slice(const sfer_fill_ctx *c, int64_t i0,
+                                                   int64_t i1, int64_t e)
+{
+    return sfer_fill_sorted(c, i0, i1, e, 0, NULL);
 }
 
 #endif  /* SFER_FILL_H */
