@@ -383,7 +383,7 @@ cdef object run_sorted(sfer_fill_ctx *c, cnp.ndarray vals, object default, slice
     # (sfer_fill_sorted_slice), from its own e; then the threads share the empty rows after the
     # last entry's row.  scans: the scan's, one per thread.
     cdef int64_t n = c.n, rank = c.rank, dense_rows = c.dense_rows
-    cdef int64_t i0, q0, q1, e, last, new_rows = 0
+    cdef int64_t i0, q, e, last, new_rows = 0
     cdef int t
     sfer_atomic_store(&_last_path_code, PATH_SORTED)
     for t in range(nthreads):
@@ -399,10 +399,8 @@ cdef object run_sorted(sfer_fill_ctx *c, cnp.ndarray vals, object default, slice
     with nogil:
         for t in prange(nthreads, schedule='static', num_threads=nthreads):
             sfer_fill_sorted_slice(c, t * n // nthreads, (t + 1) * n // nthreads, scans[t].e)
-        for t in prange(nthreads, schedule='static', num_threads=nthreads):
-            q0 = last + 1 + t * (dense_rows - last - 1) // nthreads
-            q1 = last + 1 + (t + 1) * (dense_rows - last - 1) // nthreads
-            sfer_fill_gap(c, q0, q1, n + e + q0 - last - 1)
+        for q in prange(last + 1, dense_rows, schedule='static', num_threads=nthreads):
+            sfer_fill_gap(c, q, q + 1, n + e + q - last - 1)   # none: no parallel region
     return fill_result(c, out_ind, out_vals, empty, rim, vals, default)
 
 
