@@ -10,6 +10,8 @@ Environment variable ``SFER_OPENMP``:
     "0" / "disabled"    do not probe; build serial on purpose
 """
 
+import ast
+import glob
 import os
 import shutil
 import subprocess
@@ -19,6 +21,7 @@ import textwrap
 import warnings
 
 import numpy as np
+from Cython import Tempita
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -106,10 +109,50 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-compile_args = [] if sys.platform == "win32" else ["-O3", "-g0", "-fno-math-errno", "-Wno-unused-function"]
+def _dtype_table():
+    """The tables of sfer/_dtypes.py (GRAD_VALUES, GRAD_INDEXES), read as literals: the build
+    does not import sfer."""
+    with open(os.path.join("sfer", "_dtypes.py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    tables = {}
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            name, value = node.target.id, node.value
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            name, value = node.targets[0].id, node.value
+        else:
+            continue
+        if name in ("GRAD_VALUES", "GRAD_INDEXES"):
+            tables[name] = ast.literal_eval(value)
+    return tables
+
+
+def render_templates():
+    """sfer/*.pyx.tp and sfer/*.pxi.tp rendered with Cython's Tempita, as scikit-learn does:
+    the dtype tables in, the .pyx/.pxi out (written only when their text changes, so that
+    cythonize sees no change when there is none)."""
+    tables = _dtype_table()
+    for template in sorted(glob.glob(os.path.join("sfer", "*.p*.tp"))):
+        with open(template, encoding="utf-8") as f:
+            text = Tempita.sub(f.read(), **tables)
+        target = template[:-len(".tp")]
+        if os.path.exists(target):
+            with open(target, encoding="utf-8") as f:
+                if f.read() == text:
+                    continue
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+render_templates()
+if sys.argv[1:] == ["render_templates"]:  # `python setup.py render_templates`: only this
+    sys.exit(0)                           # (ci/lint.sh lints the .pyx with its includes)
+
+compile_args = ([] if sys.platform == "win32"
+                else ["-O3", "-g0", "-fno-math-errno", "-Wno-unused-function"])
 HEADERS = sorted(os.path.join("sfer", "src", f) for f in os.listdir(os.path.join("sfer", "src"))
                  if f.endswith(".h"))
-PXDS = ["sfer/_openmp.pxd", "sfer/_common.pxd", "sfer/_runtime.pxd"]
+PXDS = ["sfer/_openmp.pxd", "sfer/_common.pxd", "sfer/_runtime.pxd", "sfer/_grad_dispatch.pxi"]
 
 
 def _extension(name):

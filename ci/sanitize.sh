@@ -84,7 +84,14 @@ import sys, tomllib
 with open(sys.argv[1], "rb") as f:
     print("\n".join(tomllib.load(f)["build-system"]["requires"]))
 EOF
-"$VENV/bin/python" -m pip install -q -r "$WORK/build-requirements.txt" -r ci/requirements-test.txt
+V=$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if [[ ${SFER_LATEST_DEPS:-0} == 1 ]]; then
+    PINS=(--upgrade --upgrade-strategy eager)
+else   # the pinned sets of ci/lock (refresh: bash ci/lock.sh), as ci/test.sh installs them
+    PINS=(-c "ci/lock/py$V.txt" -c "ci/lock/py$V-build.txt")
+fi
+"$VENV/bin/python" -m pip install -q -r "$WORK/build-requirements.txt" -r ci/requirements-test.txt \
+    "${PINS[@]}"
 
 # 3. The instrumented build.
 say "building sfer with: $SAN_FLAGS"

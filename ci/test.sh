@@ -10,6 +10,10 @@
 #                     is looked up the way ci/build_wheel.sh does (PATH, then ~/.pyenv)
 #   SFER_WHEELHOUSE   a folder of already built wheels (CI builds them all first): install
 #                     the one for PYTHON from there instead of building
+#   SFER_LATEST_DEPS  1: ignore the pins and take the newest release of every build, runtime
+#                     and test dependency (what a user meets today; run it before a release
+#                     and when a dependency ships a new release).  Default: the pinned set of
+#                     ci/lock/pyX.Y.txt (refresh: bash ci/lock.sh)
 #   anything ci/build_wheel.sh reads (SFER_LIBGOMP, SFER_OPENMP, ...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,13 +21,22 @@ source ci/pythons.sh
 PY=$(resolve_python "${PYTHON:-python3}")
 [[ -n $PY ]] || { echo "test.sh: no CPython interpreter '${PYTHON:-python3}'" >&2; exit 1; }
 TAG=cp$("$PY" -c 'import sys; print("%d%d" % sys.version_info[:2])')
+VERSION=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+LATEST=${SFER_LATEST_DEPS:-0}
+if [[ $LATEST == 1 ]]; then
+    PINS=(--upgrade --upgrade-strategy eager)   # the newest of everything
+else
+    LOCK=ci/lock/py$VERSION.txt
+    [[ -f $LOCK ]] || { echo "test.sh: no $LOCK (make it with: bash ci/lock.sh $VERSION)" >&2; exit 1; }
+    PINS=(-c "$LOCK")
+fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
 if [[ -n ${SFER_WHEELHOUSE:-} ]]; then
     WHEELHOUSE=$SFER_WHEELHOUSE
 else
-    PYTHON=$PY SFER_TOOLS_VENV="$WORK/tools" bash ci/build_wheel.sh
+    PYTHON=$PY SFER_TOOLS_VENV="$WORK/tools" SFER_LATEST_DEPS=$LATEST bash ci/build_wheel.sh
     WHEELHOUSE=wheelhouse
 fi
 WHEELS=("$WHEELHOUSE"/sfer-*-"$TAG"-"$TAG"-*.whl)
@@ -36,7 +49,9 @@ echo "=== test.sh: $("$PY" -c 'import sys; print("Python", sys.version.split()[0
 "$PY" -m venv "$WORK/venv"
 "$WORK/venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
 "$WORK/venv/bin/python" -m pip install -q --disable-pip-version-check "${WHEELS[0]}" \
-    -r ci/requirements-test.txt
+    -r ci/requirements-test.txt "${PINS[@]}"
+"$WORK/venv/bin/python" -m pip list --disable-pip-version-check --format=freeze \
+    | grep -iE '^(numpy|ml.dtypes|pytest|hypothesis|mypy|pyarrow)==' | tr '\n' ' ' && echo
 
 # The stubs must match the compiled modules.  The whole package is checked (its .py modules
 # too), except on Python 3.9, where stubtest flags every module that imports typing.Any,
@@ -49,4 +64,5 @@ STUBTEST_MODULES=(sfer)
 
 # The venv's pytest console script does not put the checkout on sys.path: `import sfer` finds
 # the installed wheel (tests/test_package.py checks that).
-"$WORK/venv/bin/pytest" -q -p no:cacheprovider tests "$@"
+# SFER_WHEEL: tests/test_package.py opens the wheel itself (its licence files).
+SFER_WHEEL=$(readlink -f "${WHEELS[0]}") "$WORK/venv/bin/pytest" -q -p no:cacheprovider tests "$@"

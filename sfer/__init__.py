@@ -22,13 +22,11 @@ except ModuleNotFoundError as _exc:  # pragma: no cover - exercised in a subproc
         "the installed `sfer` command, or run Python from another directory; to work in the "
         "source tree, build in place with `python setup.py build_ext --inplace`."
     ) from None
-from sfer import _threads, reference
+from sfer import reference
 from sfer._fill import sparse_fill_empty_rows
 from sfer._result import FillResult, GradResult
-from sfer._threads import get_num_threads
+from sfer._runtime import get_num_threads
 from sfer._version import __version__
-
-_threads._record_start_max_threads()  # OpenMP's thread count at start-up (see sfer._threads)
 
 __all__ = [
     "FillResult",

@@ -2,9 +2,11 @@
 
 Commands::
 
-    sfer [demo] [--size N_FULL] [--dtype DTYPE] [--threads N] [--repeat R] [--seed S]
-    sfer grad RIM.npy GRAD.npy -o OUT.npz [--threads N] [-q]
-    sfer fill INDICES.npy VALUES.npy DENSE_SHAPE.npy --default V -o OUT.npz [--threads N] [-q]
+    sfer [demo] [--size N_FULL] [--dtype DTYPE] [--num-threads N] [--repeat R] [--seed S]
+    sfer grad RIM.npy GRAD.npy -o OUT.npz [--num-threads N] [-q]
+    sfer fill INDICES.npy VALUES.npy DENSE_SHAPE.npy --default V -o OUT.npz [--num-threads N] [-q]
+
+``--threads N`` is an alias of ``--num-threads N`` in every command.
     sfer --version | --help
 
 With no command, ``sfer`` runs ``demo``.  Only NumPy and the standard library are
@@ -28,7 +30,8 @@ import sys
 import tempfile
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from sfer import _dtypes
+from sfer import _dtypes, _errors
+from sfer._runtime import describe_threads
 
 PROG = "sfer"
 
@@ -124,14 +127,6 @@ def _fmt_list(values: Any) -> str:
     return "[" + ", ".join(f"{v:g}" for v in values.tolist()) + "]"
 
 
-def _cpu_count() -> int:
-    affinity = getattr(os, "sched_getaffinity", None)  # Linux only
-    if affinity is not None:
-        with contextlib.suppress(OSError):
-            return len(affinity(0))
-    return os.cpu_count() or 1
-
-
 # --------------------------------------------------------------------------- parser
 
 
@@ -139,43 +134,57 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=(
-            "sfer: tf.raw_ops.SparseFillEmptyRowsGrad for NumPy, without TensorFlow. "
-            "d_values[j] = grad_values[reverse_index_map[j]]; d_default_value = sum of "
-            "grad_values[k] over the positions k that reverse_index_map does not reference. "
-            "With no COMMAND, runs 'demo'."
+            "sfer: TensorFlow's SparseFillEmptyRows and its gradient, "
+            "SparseFillEmptyRowsGrad, for NumPy, without TensorFlow. 'fill' adds a default "
+            "entry to each empty row of a sparse tensor; 'grad' takes a gradient of its "
+            "output values back: d_values[j] = grad_values[reverse_index_map[j]]; "
+            "d_default_value = sum of grad_values[k] over the positions k that "
+            "reverse_index_map does not reference. With no COMMAND, runs 'demo'."
         ),
         epilog="Run 'sfer COMMAND --help' for the options of a command.",
     )
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
+    _add_demo_command(sub)
+    _add_grad_command(sub)
+    _add_fill_command(sub)
+    return parser
+
+
+def _add_demo_command(sub: Any) -> None:
+    """The ``demo`` command's parser (what plain ``sfer`` runs)."""
     demo = sub.add_parser(
         "demo",
-        help="run a small worked example, then time sfer against a NumPy composite (default)",
+        help="run a small worked example, then time both ops against NumPy composites (default)",
         description=(
-            "Run the op on a small built-in example, then on generated data "
-            "(N_FULL gradients, 10% of positions unreferenced, a strictly increasing "
-            "int64 map as produced by SparseFillEmptyRows): compare the time per call "
-            "(median) with the NumPy composite "
-            "g[rim]; mask = np.ones(N_full, bool); mask[rim] = False; g[mask].sum(), "
-            "and check the result against sfer.reference (the op in plain NumPy, with an "
-            "exact sum)."
+            "Run both ops on a small built-in example, then on generated data: the forward "
+            "op on a sorted sparse tensor with about N_FULL output entries (10% of rows "
+            "empty), against the NumPy composite bincount + concatenate + "
+            "argsort(kind='stable'); and the grad on N_FULL gradients (10% of positions "
+            "unreferenced, a strictly increasing int64 map as produced by "
+            "SparseFillEmptyRows), against g[rim]; mask = np.ones(N_full, bool); "
+            "mask[rim] = False; g[mask].sum(). Each compares the time per call (median) and "
+            "checks sfer's result against sfer.reference (the ops in plain NumPy)."
         ),
     )
     demo.add_argument("--size", type=_size, default=_DEFAULT_SIZE, metavar="N_FULL",
-                      help=f"length of grad_values (default: {_DEFAULT_SIZE:_})")
+                      help=f"length of grad_values, and about the forward op's output length "
+                           f"(default: {_DEFAULT_SIZE:_})")
     demo.add_argument("--dtype", default="float32", choices=DEMO_DTYPES, metavar="DTYPE",
                       help="dtype of grad_values: " + ", ".join(DEMO_DTYPES)
                       + " (default: float32; bfloat16 needs ml_dtypes)")
-    demo.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                      help="num_threads for sfer (default: sfer.get_num_threads(): "
-                           "OMP_NUM_THREADS if set, else the CPUs this process may use)")
+    _add_threads_option(demo)
     demo.add_argument("--repeat", type=_positive_int, default=_DEFAULT_REPEAT, metavar="R",
                       help=f"timing samples per method; the median is reported "
                            f"(default: {_DEFAULT_REPEAT})")
     demo.add_argument("--seed", type=int, default=0, metavar="S",
                       help="seed of the generated data (default: 0)")
 
+
+
+def _add_grad_command(sub: Any) -> None:
+    """The ``grad`` command's parser."""
     grad = sub.add_parser(
         "grad",
         help="compute the gradient of two .npy files into an .npz file",
@@ -193,12 +202,14 @@ def _build_parser() -> argparse.ArgumentParser:
                       help="1-D array: the gradients from backprop (length N_full)")
     grad.add_argument("-o", "--output", required=True, metavar="OUT.npz",
                       help="output file (written atomically)")
-    grad.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                      help="num_threads (default: sfer.get_num_threads(): OMP_NUM_THREADS "
-                           "if set, else the CPUs this process may use)")
+    _add_threads_option(grad)
     grad.add_argument("-q", "--quiet", action="store_true",
                       help="print nothing on success")
 
+
+
+def _add_fill_command(sub: Any) -> None:
+    """The ``fill`` command's parser."""
     fill = sub.add_parser(
         "fill",
         help="fill the empty rows of a sparse tensor given as three .npy files, into an .npz file",
@@ -226,14 +237,19 @@ def _build_parser() -> argparse.ArgumentParser:
                            "int8, 1.5 no integer dtype)")
     fill.add_argument("-o", "--output", required=True, metavar="OUT.npz",
                       help="output file (written atomically)")
-    fill.add_argument("--threads", "--num-threads", dest="threads", type=_positive_int,
-                      default=None, metavar="N",
-                      help="num_threads (default: sfer.get_num_threads(): OMP_NUM_THREADS "
-                           "if set, else the CPUs this process may use); the result is the "
-                           "same for every N")
+    _add_threads_option(fill)
     fill.add_argument("-q", "--quiet", action="store_true",
                       help="print nothing on success")
-    return parser
+
+
+def _add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """The one thread option of every subcommand: ``--num-threads N`` (the API's
+    ``num_threads``), also spelled ``--threads N`` (its name before 0.3)."""
+    parser.add_argument("--num-threads", "--threads", dest="threads", type=_positive_int,
+                        default=None, metavar="N",
+                        help="num_threads (default: sfer.get_num_threads(): OMP_NUM_THREADS "
+                             "if set, else the CPUs this process may use); the result is the "
+                             "same for every N. --threads is an alias")
 
 
 def _default_takes_next(args_list: List[str]) -> List[str]:
@@ -420,11 +436,12 @@ def _resolve_dtype(name: str) -> Tuple[Any, Any]:
     import numpy as np
 
     if name == "bfloat16":
-        if _dtypes.BFLOAT16 is None:
-            raise CLIError("--dtype bfloat16 needs the ml_dtypes package "
+        bf16 = _dtypes.bfloat16()
+        if bf16 is None:
+            raise CLIError(f"--dtype {_errors.bfloat16_needs_ml_dtypes()} "
                            "(pip install ml_dtypes)")
         ml_dtypes: Any = importlib.import_module("ml_dtypes")
-        return _dtypes.BFLOAT16, ml_dtypes.finfo(ml_dtypes.bfloat16)
+        return bf16, ml_dtypes.finfo(ml_dtypes.bfloat16)
     dtype = _dtypes.resolve(name)
     if dtype.kind in "iu":
         return dtype, np.iinfo(dtype)
@@ -496,109 +513,173 @@ def _small_example(np: Any, sfer: Any, say: Callable[..., None]) -> bool:
     return fill_ok and grad_ok
 
 
+Rows = List[Tuple[str, str]]
+
+
+def _time_pair(run_sfer: Callable[[], Any], run_numpy: Callable[[], Any], repeat: int,
+               what: str) -> Rows:
+    """Times sfer against its NumPy composite (interleaved rounds, medians): the rows."""
+    from sfer._timing import time_interleaved
+
+    t_sfer, t_numpy = (t.seconds for t in time_interleaved(
+        [run_sfer, run_numpy], rounds=repeat, per_round=1,
+        min_sample_seconds=_SAMPLE_SECONDS))
+    ratio = t_numpy / t_sfer if t_sfer > 0 else math.inf
+    per_call = f"per call (median of {repeat})"
+    return [("sfer", f"{_fmt_seconds(t_sfer):>11} {per_call}"),
+            ("NumPy composite", f"{_fmt_seconds(t_numpy):>11} {per_call}"),
+            ("", what),
+            ("ratio NumPy/sfer", f"{ratio:>10.2f}x")]
+
+
+def _generate_sparse(np: Any, n_full: int, dtype: Any, info: Any, seed: int) -> Dict[str, Any]:
+    """A 2-D sparse tensor whose filled output has about n_full entries: rows sorted, 10% of
+    them empty, the others with 1 to 3 entries."""
+    rng = np.random.default_rng([seed, 1])
+    dense_rows = max(1, n_full * 10 // 19)  # 0.9 * 2 entries + 0.1 defaults per row
+    counts = np.where(rng.random(dense_rows) < 0.1, 0, rng.integers(1, 4, dense_rows))
+    rows = np.repeat(np.arange(dense_rows, dtype=np.int64), counts)
+    indices = np.stack([rows, rng.integers(0, 1000, rows.shape[0])], axis=1)
+    _, values = _generate(np, rows.shape[0], dtype, info, seed)
+    return {"indices": indices, "values": values,
+            "dense_shape": np.array([dense_rows, 1000], dtype=np.int64), "default_value": 1}
+
+
+def _numpy_fill(np: Any, indices: Any, values: Any, dense_shape: Any, default_value: Any
+                ) -> Tuple[Any, Any, Any, Any]:
+    """SparseFillEmptyRows as a NumPy user writes it: the empty rows' entries appended, then a
+    stable sort by row."""
+    rows = indices[:, 0]
+    empty = np.bincount(rows, minlength=int(dense_shape[0])) == 0
+    extra = np.zeros((int(np.count_nonzero(empty)), indices.shape[1]), dtype=np.int64)
+    extra[:, 0] = np.flatnonzero(empty)
+    all_indices = np.concatenate([indices, extra])
+    all_values = np.concatenate([values, np.full(extra.shape[0], default_value, values.dtype)])
+    order = np.argsort(all_indices[:, 0], kind="stable")
+    where = np.empty_like(order)
+    where[order] = np.arange(order.shape[0])
+    return all_indices[order], all_values[order], empty, where[:indices.shape[0]]
+
+
+def _demo_fill(np: Any, sfer: Any, args: argparse.Namespace, dtype: Any, info: Any,
+               say: Callable[..., None]) -> Tuple[bool, Rows]:
+    """Part 2 of the demo: the forward op on generated data, timed against NumPy and checked
+    bit for bit against sfer.reference."""
+    from sfer import reference
+
+    data = _generate_sparse(np, args.size, dtype, info, args.seed)
+    n, rows = data["indices"].shape[0], int(data["dense_shape"][0])
+    say(f"2) The forward op on generated data: {rows:,} rows (10% empty, the others with 1 to")
+    say(f"   3 entries), N = {n:,} {dtype.name} entries, sorted by row; default_value = 1")
+
+    def run_sfer() -> Any:
+        return sfer.sparse_fill_empty_rows(**data, num_threads=args.threads)
+
+    def run_numpy() -> Any:
+        return _numpy_fill(np, **data)
+
+    result = run_sfer()  # checked below; also the warm-up
+    run_numpy()
+    table = _time_pair(run_sfer, run_numpy, args.repeat,
+                       "bincount + concatenate + argsort(kind='stable') + gathers")
+    expected = reference.sparse_fill_empty_rows(**data)
+    agree = all(np.asarray(a).tobytes() == np.asarray(b).tobytes()
+                for a, b in zip(result, expected))
+    table.append(("agree", "yes (all four outputs bit-identical to sfer.reference's)" if agree
+                  else "NO: the outputs differ from sfer.reference's"))
+    return agree, table
+
+
+def _demo_grad(np: Any, sfer: Any, args: argparse.Namespace, dtype: Any, info: Any,
+               say: Callable[..., None]) -> Tuple[bool, Rows]:
+    """Part 3 of the demo: the grad on generated data, timed against NumPy and checked
+    against sfer.reference (d_values bit for bit, d_default_value within its bound)."""
+    from sfer import reference
+
+    n_full = args.size
+    rim, grad = _generate(np, n_full, dtype, info, args.seed)
+    n = rim.shape[0]
+    sum_dtype = dtype if dtype.kind in "iu" else None  # integer sums wrap, as in sfer
+    say(f"3) The grad on generated data: N_full = {n_full:,} {dtype.name} gradients, "
+        f"N = {n:,} map entries")
+    say(f"   (int64 map, strictly increasing as from SparseFillEmptyRows; "
+        f"{n_full - n:,} positions unreferenced)")
+
+    def run_sfer() -> Any:
+        return sfer.sparse_fill_empty_rows_grad(rim, grad, num_threads=args.threads)
+
+    def run_numpy() -> Any:
+        mask = np.ones(n_full, dtype=bool)
+        mask[rim] = False
+        return grad[rim], grad[mask].sum(dtype=sum_dtype)
+
+    s_values, s_default = run_sfer()  # the results checked below; also the warm-up
+    _, n_default = run_numpy()
+    table = _time_pair(run_sfer, run_numpy, args.repeat,
+                       "g[rim]; mask = np.ones(N_full, bool); mask[rim] = False; "
+                       "g[mask].sum()")
+    problems = reference.mismatches((s_values, s_default), rim, grad)
+    table += _grad_default_rows(np, reference, rim, grad, s_default, n_default)
+    if not problems:
+        note = ("equal (integer sums wrap modulo 2^bits)" if dtype.kind in "iu"
+                else "within sfer.reference's error bound")
+        table.append(("agree", f"yes (d_values bit-identical to sfer.reference's; "
+                               f"d_default_value {note})"))
+    else:
+        table.append(("agree", "NO: " + "; ".join(problems)))
+    return not problems, table
+
+
+def _grad_default_rows(np: Any, reference: Any, rim: Any, grad: Any, s_default: Any,
+                       n_default: Any) -> Rows:
+    """d_default_value from sfer and from NumPy against the exact sum."""
+    masked = grad[reference.unreferenced(rim, grad.shape[0])]
+    if grad.dtype.kind in "iu":
+        return [("d_default_value", f"sfer {str(s_default)}, NumPy {str(n_default)}, "
+                                    f"reference {str(reference.exact_sum(masked))}")]
+    is_complex = grad.dtype.kind == "c"
+    exact = complex(reference.exact_sum(masked, np.complex128 if is_complex else np.float64))
+    exact_text = f"{exact:.10g}" if is_complex else f"{exact.real:.10g}"
+    s_c, n_c = complex(s_default), complex(n_default)
+    return [("d_default_value", f"sfer {str(s_default)}, NumPy {str(n_default)}, "
+                                f"exact {exact_text} (sfer.reference)"),
+            ("|error| vs exact", f"sfer {abs(s_c - exact):.3g}, NumPy {abs(n_c - exact):.3g}")]
+
+
+def _threads_rows(sfer: Any, threads: Optional[int]) -> Rows:
+    """What the demo says about the thread count sfer used (the words: sfer._runtime's)."""
+    return [("sfer.openmp_enabled()", str(bool(sfer.openmp_enabled()))),
+            ("threads", describe_threads(threads))]
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
 
     import sfer
-    from sfer import reference
-    from sfer._timing import time_interleaved
 
     out = sys.stdout
 
     def say(*parts: Any) -> None:
         print(*parts, file=out)
 
+    def show(rows: Rows) -> None:
+        for label, text in rows:
+            say(f"   {label:<22} {text}")
+        say()
+        out.flush()
+
     dtype, info = _resolve_dtype(args.dtype)
-    openmp = bool(sfer.openmp_enabled())
-    say(f"sfer {_version()}: tf.raw_ops.SparseFillEmptyRowsGrad for NumPy "
-        f"(NumPy {np.__version__}, Python {sys.version.split()[0]})")
+    say(f"sfer {_version()}: TensorFlow's SparseFillEmptyRows and SparseFillEmptyRowsGrad "
+        f"for NumPy (NumPy {np.__version__}, Python {sys.version.split()[0]})")
     say()
     ok = _small_example(np, sfer, say)
     say()
     out.flush()
-
-    n_full = args.size
-    rim, grad = _generate(np, n_full, dtype, info, args.seed)
-    n = rim.shape[0]
-    threads = args.threads
-    is_int = dtype.kind in "iu"
-    sum_dtype = dtype if is_int else None  # integer sums wrap in the input dtype, as in sfer
-
-    def run_sfer() -> Any:
-        return sfer.sparse_fill_empty_rows_grad(rim, grad, num_threads=threads)
-
-    def run_numpy() -> Any:
-        d_values = grad[rim]
-        mask = np.ones(n_full, dtype=bool)
-        mask[rim] = False
-        return d_values, grad[mask].sum(dtype=sum_dtype)
-
-    say(f"2) Generated data: N_full = {n_full:,} {dtype.name} gradients, N = {n:,} map entries")
-    say(f"   (int64 map, strictly increasing as from SparseFillEmptyRows; "
-        f"{n_full - n:,} positions unreferenced)")
-    out.flush()
-
-    s_values, s_default = run_sfer()  # the results checked below; also the warm-up
-    _, n_default = run_numpy()
-    # one sample of each per round, alternating which goes first
-    t_sfer, t_numpy = (t.seconds for t in time_interleaved(
-        [run_sfer, run_numpy], rounds=args.repeat, per_round=1,
-        min_sample_seconds=_SAMPLE_SECONDS))
-    ratio = t_numpy / t_sfer if t_sfer > 0 else math.inf
-    per_call = f"per call (median of {args.repeat})"
-    rows: List[Tuple[str, str]] = [
-        ("sfer", f"{_fmt_seconds(t_sfer):>11} {per_call}"),
-        ("NumPy composite", f"{_fmt_seconds(t_numpy):>11} {per_call}"),
-        ("", "g[rim]; mask = np.ones(N_full, bool); mask[rim] = False; g[mask].sum()"),
-        ("ratio NumPy/sfer", f"{ratio:>10.2f}x"),
-    ]
-
-    # sfer's result against sfer.reference (the op in plain NumPy, exact sum); the NumPy
-    # composite above is only timed, and its sum shown
-    problems = reference.mismatches((s_values, s_default), rim, grad)
-    masked = grad[reference.unreferenced(rim, n_full)]
-    values_ok = not any(p.startswith("d_values") for p in problems)
-    default_ok = not any(p.startswith("d_default_value") for p in problems)
-    if is_int:
-        default_note = "equal (integer sums wrap modulo 2^bits)"
-        rows.append(("d_default_value", f"sfer {str(s_default)}, NumPy {str(n_default)}, "
-                                        f"reference {str(reference.exact_sum(masked))}"))
-    else:
-        wide = np.complex128 if dtype.kind == "c" else np.float64
-        exact = complex(reference.exact_sum(masked, wide))  # the exact sum, to float64
-        exact_text = f"{exact:.10g}" if dtype.kind == "c" else f"{exact.real:.10g}"
-        s_c, n_c = complex(s_default), complex(n_default)
-        default_note = "within sfer.reference's error bound"
-        rows.append(("d_default_value", f"sfer {str(s_default)}, NumPy {str(n_default)}, "
-                                        f"exact {exact_text} (sfer.reference)"))
-        rows.append(("|error| vs exact", f"sfer {abs(s_c - exact):.3g}, "
-                                         f"NumPy {abs(n_c - exact):.3g}"))
-    agree = not problems
-    if agree:
-        rows.append(("agree", f"yes (d_values bit-identical to sfer.reference's; "
-                              f"d_default_value {default_note})"))
-    else:
-        rows.append(("agree", f"NO (d_values {'bit-identical' if values_ok else 'DIFFER'}; "
-                              f"d_default_value {'agrees' if default_ok else 'DIFFERS'}): "
-                              + "; ".join(problems)))
-
-    if not openmp:
-        threads_text = "1 (built without OpenMP; --threads has no effect)"
-    elif threads is not None:
-        threads_text = f"{threads} (--threads)"
-    elif os.environ.get("OMP_NUM_THREADS"):
-        threads_text = (f"{sfer.get_num_threads()} (sfer.get_num_threads(); "
-                        f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']})")
-    else:
-        threads_text = (f"{sfer.get_num_threads()} (sfer.get_num_threads(); OMP_NUM_THREADS "
-                        f"unset; {_cpu_count()} CPUs in the affinity mask)")
-    rows.append(("sfer.openmp_enabled()", str(openmp)))
-    rows.append(("threads", threads_text))
-    for label, text in rows:
-        say(f"   {label:<22} {text}")
-    out.flush()
-
-    if not (ok and agree):
+    fill_ok, rows = _demo_fill(np, sfer, args, dtype, info, say)
+    show(rows)
+    grad_ok, rows = _demo_grad(np, sfer, args, dtype, info, say)
+    show(rows + _threads_rows(sfer, args.threads))
+    if not (ok and fill_ok and grad_ok):
         _error("sfer and the expected/reference results disagree (please report this)")
         return EXIT_FAILURE
     return EXIT_OK

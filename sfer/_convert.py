@@ -1,5 +1,5 @@
 """The one conversion rule for array arguments (private): what an argument that is not already
-an ndarray becomes.  Shared by both ops' slow paths (``sfer._validate.as_vector`` for the grad,
+an ndarray becomes.  Shared by both ops' slow paths (``sfer._grad_inputs.as_vector`` for the grad,
 ``sfer._fill_inputs`` for the forward op) and so by ``sfer.reference``, which uses the same
 two functions.
 
@@ -33,6 +33,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from sfer import _errors
+
 __all__ = ["as_array"]
 
 #: Today's conversion errors: ``np.asarray`` raising one of these is reported as a ValueError
@@ -57,7 +59,7 @@ def as_array(obj: Any, name: str) -> np.ndarray:
     except Exception as exc:
         if not hasattr(obj, "__dlpack__"):
             if isinstance(exc, _CONVERSION_ERRORS):
-                raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+                raise ValueError(_errors.not_an_array(name, exc)) from None
             raise
         numpy_error = exc
     else:
@@ -74,16 +76,12 @@ def _from_dlpack(obj: Any, name: str, numpy_error: Optional[BaseException]) -> n
         try:
             device_type, device_id = (int(x) for x in device_of())
         except Exception as exc:
-            raise ValueError(f"{name} could not be converted to an array: its "
-                             f"__dlpack_device__() failed: {exc}") from None
+            raise ValueError(_errors.dlpack_device_failed(name, exc)) from None
         if device_type not in _HOST_DEVICES:
             where = _DEVICE_NAMES.get(device_type, "non-CPU")
-            raise ValueError(f"{name} is on a {where} device (DLPack device type {device_type}, "
-                             f"id {device_id}); sfer reads CPU memory only: copy it to the CPU "
-                             f"first")
+            raise ValueError(_errors.on_a_device(name, where, device_type, device_id))
     try:
         return np.from_dlpack(obj)
     except Exception as exc:
         also = "" if numpy_error is None else f"{numpy_error}; "
-        raise ValueError(f"{name} could not be converted to an array: {also}"
-                         f"np.from_dlpack: {exc}") from None
+        raise ValueError(_errors.not_an_array(name, f"{also}np.from_dlpack: {exc}")) from None

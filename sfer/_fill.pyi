@@ -1,4 +1,4 @@
-# Stub for the compiled module sfer._fill (checked against the build by mypy.stubtest in ci/test.sh).
+# Stub for the compiled module sfer._fill (mypy.stubtest checks it: ci/test.sh).
 from typing import Any
 
 from sfer._result import FillResult

@@ -1,4 +1,5 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
 """The forward op, SparseFillEmptyRows: its kernels and entry point (private: call
 ``sfer.sparse_fill_empty_rows``).
 
@@ -20,7 +21,7 @@ three paths places the entries; none depends on the thread count:
   slice, the counts become, row by row, each thread's first output position in that row, and
   each thread places its entries in input order.  Extra memory: ``threads x dense_rows``
   counters, int32 where ``N + dense_rows`` fits, else int64 (fewer threads count when the
-  counters would outweigh the outputs: ``counting_threads``).
+  counters would outweigh the outputs: ``sfer._runtime.counting_threads``).
 
 Every kernel reads the call's inputs and writes its outputs through one context,
 ``sfer_fill_ctx`` (``src/sfer_fill.h``).
@@ -37,12 +38,13 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, u
 from libc.stdlib cimport free, malloc
 
 from sfer._common cimport sfer_atomic_load, sfer_atomic_store, sfer_prefetch_w
-from sfer._runtime cimport SERIAL_BELOW, enter_call, leave_call, plan_threads
+from sfer._runtime cimport (SERIAL_BELOW, counting_threads, enter_call, leave_call,
+                            plan_threads, thread_request)
 
 import numpy as np
 
+from sfer import _errors
 from sfer._fill_inputs import fill_inputs as _fill_inputs
-from sfer._grad import thread_request as _thread_request
 from sfer._result import FillResult
 
 cnp.import_array()
@@ -238,16 +240,6 @@ cdef void place_all_counted(const sfer_fill_ctx *c, int nthreads, cnt_t *counts)
         place_counted(c, t * n // nthreads, (t + 1) * n // nthreads, &counts[t * c.dense_rows])
 
 
-cdef int counting_threads(int nthreads, double counter_bytes, double output_bytes) noexcept nogil:
-    # The threads that count on the counting path: nthreads, or fewer where the counters of
-    # that many threads (counter_bytes each) would take more memory than the outputs
-    # (output_bytes).
-    cdef int tc = nthreads
-    while tc > 1 and tc * counter_bytes > output_bytes:
-        tc -= 1
-    return tc
-
-
 # ---------------------------------------------------------------------------------------------
 # The call, on inputs the kernels can read as they are
 
@@ -273,16 +265,13 @@ cdef object check_memory(object dense_rows, int64_t rank, Py_ssize_t size):
     # dense_shape of 2**62 rows.  dense_rows: a Python int (a uint64 may exceed int64).
     cdef object need = dense_rows * (1 + 8 * rank + size)
     if need > 0x7fffffffffffffff:
-        raise MemoryError(
-            f"dense_shape[0] = {dense_rows} rows: the outputs would need at least {need} bytes "
-            f"({1 + 8 * rank + size} per row), more than this machine can address")
+        raise MemoryError(_errors.rows_too_many(dense_rows, need, 1 + 8 * rank + size))
 
 
 cdef object bad_row_error(const sfer_fill_ctx *c, int64_t bad, object given):
     # The IndexError for entry `bad`, whose row is out of range (given: as for run_fill).
-    return IndexError(
-        f"indices[{bad}, 0] = {c.ind[bad * c.rank] if given is None else int(given[bad, 0])}"
-        f" is out of range [0, {c.dense_rows})")
+    return IndexError(_errors.row_out_of_range(
+        bad, c.ind[bad * c.rank] if given is None else int(given[bad, 0]), c.dense_rows))
 
 
 cdef tuple new_flags(sfer_fill_ctx *c, bint zeroed):
@@ -409,8 +398,8 @@ cdef object run_counting(sfer_fill_ctx *c, cnp.ndarray vals, object default, int
     # then each empty row's default at its start.  Its counters are int32 where
     # N + dense_rows fits.
     cdef bint narrow = c.n + c.dense_rows <= 0x7fffffff and not _wide_counters
-    cdef int tc = counting_threads(nthreads, <double>c.dense_rows * (4 if narrow else 8),
-                                   <double>c.n * (8 * c.rank + c.size + 8))
+    cdef int tc = counting_threads(nthreads, c.dense_rows, 4 if narrow else 8, c.n,
+                                   8 * c.rank + c.size + 8)
     cdef cnp.npy_intp shape[2]
     cdef cnp.npy_intp rows = c.dense_rows
     cdef int64_t n_full
@@ -466,7 +455,7 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
     nthreads = plan_threads(requested, work)
     scans = <slice_scan *>malloc(nthreads * sizeof(slice_scan))
     if scans == NULL:
-        raise MemoryError("sfer: could not allocate the kernel's work space")
+        raise MemoryError(_errors.no_work_space())
     with nogil:
         nthreads = enter_call(nthreads)
     try:
@@ -633,7 +622,7 @@ cdef object fast_fill(object indices, object values, object dense_shape, object 
         return None
     if not fast_default(default, vals, &buf):
         return None
-    return run_fill(ind, vals, dense_rows, buf.raw, None, _thread_request(num_threads), None)
+    return run_fill(ind, vals, dense_rows, buf.raw, None, thread_request(num_threads), None)
 
 
 def sparse_fill_empty_rows(indices, values, dense_shape, default_value, *, num_threads=None):
@@ -680,11 +669,11 @@ def sparse_fill_empty_rows(indices, values, dense_shape, default_value, *, num_t
         return result
     idx, vals, shape, default, out_dtype = _fill_inputs(indices, values, dense_shape,
                                                         default_value)
-    requested = _thread_request(num_threads)
+    requested = thread_request(num_threads)
     if int(shape[0]) > 0x7fffffffffffffff:   # a uint64 beyond int64: no row can be placed
         check_memory(int(shape[0]), idx.shape[1], out_dtype.itemsize)
     ind = np.ascontiguousarray(idx, dtype=np.int64)   # uint64 rows beyond int64: negative, bad
-    if not ind.flags.aligned:   # ascontiguousarray keeps an unaligned buffer: the kernels load int64
+    if not ind.flags.aligned:   # ascontiguousarray keeps an unaligned buffer; kernels load int64
         ind = ind.copy()
     vals_k = np.ascontiguousarray(vals, dtype=out_dtype)
     if out_dtype.hasobject or out_dtype.kind == "T":

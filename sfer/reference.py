@@ -137,9 +137,10 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-from sfer import _dtypes
+from sfer import _dtypes, _errors
 from sfer._fill_inputs import fill_inputs  # the forward op's input rules, shared with sfer._fill
-from sfer._validate import as_vector as _as_vector  # the one conversion rule of the op
+from sfer._grad_inputs import as_vector as _as_vector  # the grad's input rules, shared with
+from sfer._grad_inputs import check_dtypes as _check_dtypes  # sfer._grad
 from sfer._result import FillResult, GradResult
 
 __all__ = [
@@ -153,11 +154,8 @@ __all__ = [
     "unreferenced",
 ]
 
-# The supported dtypes come from the one table (sfer/_dtypes.py); bfloat16 is optional.
-_BFLOAT16: Optional[np.dtype] = _dtypes.BFLOAT16
-_SUPPORTED_VALUES = _dtypes.grad_values_text()
-_VALUE_DTYPES = tuple(_dtypes.resolve(name) for name in _dtypes.GRAD_VALUE_NAMES
-                      if name != "bfloat16" or _BFLOAT16 is not None)
+# The supported dtypes come from the one table (sfer/_dtypes.py); bfloat16 is optional and
+# recognised without importing ml_dtypes.
 
 #: A real binary floating-point format: (precision in bits with the implicit one, the smallest
 #: normal exponent, the largest exponent).
@@ -311,17 +309,11 @@ def _validated(reverse_index_map: Any, grad_values: Any) -> Tuple[np.ndarray, np
     them; the map's entries are all in range."""
     rim = _as_vector(reverse_index_map, "reverse_index_map", empty_dtype=np.int64)
     g = _as_vector(grad_values, "grad_values")
-    if _native(g.dtype) not in _VALUE_DTYPES:
-        raise TypeError(
-            f"grad_values has dtype {g.dtype.name} ({g.dtype.str}), which sfer does not "
-            f"support; supported: {_SUPPORTED_VALUES}"
-        )
-    if rim.dtype.kind not in "iu":
-        raise TypeError(f"reverse_index_map must have an integer dtype, got {rim.dtype.name}")
+    _check_dtypes(rim.dtype, g.dtype)
     g = g.astype(_native(g.dtype), copy=False)
     bad = _first_bad(rim, g.shape[0])
     if bad is not None:
-        raise IndexError(_index_error_message(bad[0], bad[1], g.shape[0]))
+        raise IndexError(_errors.map_entry_out_of_range(bad[0], bad[1], g.shape[0]))
     return rim, g
 
 
@@ -343,10 +335,6 @@ def _first_bad(reverse_index_map: Any, n_full: int) -> Optional[Tuple[int, int]]
     return j, int(rim[j])
 
 
-def _index_error_message(j: int, v: int, n_full: int) -> str:
-    return f"reverse_index_map[{j}] = {v} is out of range [0, {n_full})"
-
-
 def _native(dtype: Any) -> np.dtype:
     dt: np.dtype = np.dtype(dtype)
     return dt if dt.isnative else dt.newbyteorder("=")
@@ -355,9 +343,8 @@ def _native(dtype: Any) -> np.dtype:
 def _value_dtype(dtype: Any) -> np.dtype:
     """``dtype`` in native byte order; TypeError unless sfer supports it for grad_values."""
     native = _native(dtype)
-    if native not in _VALUE_DTYPES:
-        raise TypeError(f"dtype {native.name} is not a grad_values dtype sfer supports; "
-                        f"supported: {_SUPPORTED_VALUES}")
+    if not _dtypes.is_grad_value_dtype(native):
+        raise TypeError(_errors.not_a_grad_values_dtype(native, _dtypes.grad_values_text()))
     return native
 
 
@@ -589,5 +576,5 @@ def _checked_rows(idx: np.ndarray, dense_rows: int) -> np.ndarray:
     first = np.flatnonzero(bad)
     if first.size:
         i = int(first[0])
-        raise IndexError(f"indices[{i}, 0] = {int(rows[i])} is out of range [0, {dense_rows})")
+        raise IndexError(_errors.row_out_of_range(i, int(rows[i]), dense_rows))
     return rows.astype(np.int64)

@@ -34,7 +34,7 @@ __all__ = [
 # dtypes
 
 #: numpy's bfloat16 dtype (ml_dtypes), or None without ml_dtypes
-BFLOAT16 = _dtypes.BFLOAT16
+BFLOAT16 = _dtypes.bfloat16()
 #: every grad_values dtype name sfer supports, in the documented order ("bfloat16" needs
 #: ml_dtypes: ``dtype_of`` skips the test without it)
 GRAD_NAMES: Tuple[str, ...] = _dtypes.GRAD_VALUE_NAMES

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from sfer import _dtypes, _errors
 from sfer import reference as _ref
 from sfer.reference import exact_sum, unreferenced
 
 #: numpy's bfloat16 dtype (ml_dtypes), or None without ml_dtypes
-BFLOAT16 = _ref._BFLOAT16
+BFLOAT16 = _dtypes.bfloat16()
 
 __all__ = [
     "BFLOAT16",
@@ -39,7 +40,7 @@ ulp = _ref._ulp
 round_float = _ref._round_float
 #: (j, v) of the first out-of-range entry of a map, or None
 first_bad = _ref._first_bad
-index_error_message = _ref._index_error_message
+index_error_message = _errors.map_entry_out_of_range
 
 
 def reference_grad(rim, g):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import sfer
-from sfer import _convert, _fill, _fill_inputs, _validate, reference
+from sfer import _convert, _fill, _fill_inputs, _grad_inputs, reference
 
 xp = pytest.importorskip("array_api_strict")
 pa = pytest.importorskip("pyarrow")
@@ -159,7 +159,7 @@ SHAPE = np.array([3, 6], np.int64)
 def test_conversion_returns_a_view_of_the_producers_memory(maker):
     a = np.arange(12, dtype=np.uint8 if maker == "bytearray" else np.int64)
     obj, view = make(maker, a)
-    for arr in (_convert.as_array(obj, "x"), _validate.as_vector(obj, "x"),
+    for arr in (_convert.as_array(obj, "x"), _grad_inputs.as_vector(obj, "x"),
                 _fill_inputs._as_array(obj, "x")):
         assert type(arr) is np.ndarray
         assert arr.dtype == a.dtype and arr.shape == a.shape

@@ -97,7 +97,7 @@ def test_differences_sees_every_bit(example):
         "fill.output_values"
     ]
     values = np.array(fill.output_values)
-    values.view(np.uint64)[2] ^= 1  # another NaN payload
+    values.view(np.uint64)[2] ^= np.uint64(1)  # another NaN payload (NumPy 1.x: not a Python int)
     assert example.differences((fill._replace(output_values=values), grad), want) == [
         "fill.output_values"
     ]

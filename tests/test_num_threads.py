@@ -20,7 +20,7 @@ import pytest
 import sfer
 import sfer._grad
 import sfer._runtime
-from sfer._threads import _cpu_quota
+from sfer._runtime import _cpu_quota
 
 CHILD = Path(__file__).resolve().parent / "_num_threads_child.py"
 OPENMP = sfer.openmp_enabled()
@@ -256,7 +256,7 @@ def test_get_num_threads_is_exported_and_positive():
     assert "get_num_threads" in sfer.__all__
     n = sfer.get_num_threads()
     assert type(n) is int and n >= 1
-    assert sfer._threads._default_num_threads() == n
+    assert sfer._runtime._default_num_threads() == n
     assert large_call_threads() == n
 
 
@@ -286,7 +286,7 @@ def test_threadpoolctl_limit_is_honoured_and_lifted():
 def test_threadpoolctl_limit_above_the_default_is_honoured():
     """A limit is detected as a change of omp_get_max_threads(), not as a smaller count."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    start = sfer._threads._record_start_max_threads()
+    start = sfer._runtime._record_start_max_threads()
     with threadpoolctl.threadpool_limits(limits=start + 1, user_api="openmp"):
         assert sfer._runtime.max_threads() == start + 1
         assert sfer.get_num_threads() == start + 1

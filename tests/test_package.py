@@ -438,3 +438,134 @@ def test_cli_fill_default_does_not_fit(tmp_path, monkeypatch, capsys, dtype, tex
     save_fill_inputs(tmp_path, np.array([[0, 0], [2, 1]]), np.zeros(2, dtype), np.array([4, 2]))
     err = fill_error(tmp_path, monkeypatch, capsys, ["i.npy", "v.npy", "s.npy"], default=text)
     assert message in err
+
+
+@pytest.mark.parametrize("command", ["demo", "grad", "fill"])
+def test_cli_one_thread_option_for_every_command(command, tmp_path, monkeypatch, capsys):
+    # --num-threads N everywhere (the API's name), --threads N its alias; both reach the op
+    from sfer import _cli
+
+    parser = _cli._build_parser()
+    args = {"demo": ["demo"], "grad": ["grad", "r.npy", "g.npy", "-o", "o.npz"],
+            "fill": ["fill", "i.npy", "v.npy", "s.npy", "--default", "0", "-o", "o.npz"]}
+    for option in ("--num-threads", "--threads"):
+        assert parser.parse_args(args[command] + [option, "5"]).threads == 5
+    assert parser.parse_args(args[command]).threads is None
+    status, _, err = run_main(args[command] + ["--num-threads", "0"], tmp_path, monkeypatch,
+                              capsys)
+    assert status == 2 and "expected a positive integer, got '0'" in err
+    status, out, err = run_main([command, "--help"], tmp_path, monkeypatch, capsys)
+    assert status == 0 and "--num-threads N, --threads N" in out
+
+
+def test_cli_demo_runs_both_ops(tmp_path, monkeypatch, capsys):
+    status, out, err = run_main(["--size", "3000", "--repeat", "1", "--num-threads", "2"],
+                                tmp_path, monkeypatch, capsys)
+    assert status == 0, err
+    assert out.splitlines()[0].startswith(
+        f"sfer {sfer.__version__}: TensorFlow's SparseFillEmptyRows and "
+        "SparseFillEmptyRowsGrad for NumPy")
+    assert "2) The forward op on generated data" in out
+    assert "yes (all four outputs bit-identical to sfer.reference's)" in out
+    assert "3) The grad on generated data: N_full = 3,000" in out
+    assert out.count("ratio NumPy/sfer") == 2
+    assert "threads                2 (--num-threads)" in out
+
+
+@pytest.mark.parametrize("order", ["sorted", "shuffled"])
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_cli_demo_numpy_composite_is_the_op(order, rank):
+    # the demo times the forward op against this composite: it must compute the same thing
+    from sfer._cli import _numpy_fill
+
+    rng = np.random.default_rng(rank)
+    rows = np.sort(rng.integers(0, 40, 70))
+    if order == "shuffled":
+        rows = rng.permutation(rows)
+    indices = np.column_stack([rows] + [rng.integers(0, 9, 70) for _ in range(rank - 1)])
+    values = rng.standard_normal(70).astype(np.float32)
+    dense_shape = np.array([45] + [9] * (rank - 1))
+    got = _numpy_fill(np, indices, values, dense_shape, 7)
+    want = sfer.reference.sparse_fill_empty_rows(indices, values, dense_shape, 7)
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert a.tobytes() == b.tobytes()
+
+
+def test_import_sfer_imports_no_optional_package():
+    # ml_dtypes costs ~0.6 s to load, torch/jax/pyarrow/dask far more: `import sfer` (and the
+    # CLI's --help) must not load them, even when they are installed
+    code = ("import sys, sfer, sfer._cli, sfer.reference; "
+            "print(sorted(m for m in ('ml_dtypes', 'torch', 'jax', 'pyarrow', 'dask', "
+            "'polars', 'tensorflow') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=os.path.dirname(PKG_DIR.parent))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_bfloat16_recognised_without_importing_ml_dtypes_first():
+    # sfer never imports ml_dtypes itself; an array of its dtypes is recognised by the dtype
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from sfer import _dtypes
+
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    assert _dtypes.is_bfloat16(bf16) and _dtypes.is_bfloat16(bf16.newbyteorder(">"))
+    assert not _dtypes.is_bfloat16(np.dtype(np.float16))
+    assert _dtypes.is_grad_value_dtype(bf16)
+    assert not _dtypes.is_grad_value_dtype(np.dtype(ml_dtypes.float8_e4m3fn))
+    kinds = {"int4": "i", "uint4": "u", "float8_e5m2": "f", "float8_e4m3fn": "f",
+             "bfloat16": "f"}
+    for name, kind in kinds.items():
+        assert _dtypes.logical_kind(np.dtype(getattr(ml_dtypes, name))) == kind, name
+    for dtype in ("int8", "float32", "complex64", "V4", "M8[s]", "O"):
+        assert _dtypes.ml_kind(np.dtype(dtype)) is None
+        assert _dtypes.logical_kind(np.dtype(dtype)) == np.dtype(dtype).kind
+
+
+_APACHE = ("Apache License", "Version 2.0, January 2004")
+_GPL3 = ("GNU GENERAL PUBLIC LICENSE", "Version 3, 29 June 2007")
+_GCC_EXCEPTION = ("GCC RUNTIME LIBRARY EXCEPTION", "Version 3.1, 31 March 2009")
+_BUNDLED_EXPRESSION = "Apache-2.0 AND GPL-3.0-or-later WITH GCC-exception-3.1"
+
+
+def _check_licences(licence_texts, expression, bundles_libgomp):
+    text = "\n".join(licence_texts)
+    assert all(words in text for words in _APACHE), "sfer's Apache-2.0 licence is missing"
+    if bundles_libgomp:  # the libgomp in sfer.libs comes with its licence and exception
+        assert all(words in text for words in _GPL3 + _GCC_EXCEPTION), (
+            "the bundled libgomp's GPL-3.0 / GCC Runtime Library Exception texts are missing")
+        assert "sfer.libs/libgomp-*.so.1" in text
+        assert expression == _BUNDLED_EXPRESSION
+    else:
+        assert expression == "Apache-2.0"
+
+
+def test_installed_distribution_carries_licences():
+    # PEP 639: License-Expression and License-File metadata, files under .dist-info/licenses
+    dist = importlib.metadata.distribution("sfer")
+    declared = dist.metadata.get_all("License-File") or []
+    assert "LICENSE" in declared
+    texts = [f.read_text() for f in dist.files or []
+             if ".dist-info/licenses/" in str(f).replace("\\", "/")]
+    assert len(texts) == len(declared)
+    bundled = [f for f in dist.files or [] if re.search(r"sfer\.libs/libgomp[^/]*\.so", str(f))]
+    _check_licences(texts, dist.metadata["License-Expression"], bool(bundled))
+
+
+def test_built_wheel_carries_licences():
+    # ci/test.sh (the README's test command) names the wheel it installed: open it
+    import zipfile
+
+    wheel = os.environ.get("SFER_WHEEL")
+    if not wheel:
+        pytest.skip("SFER_WHEEL is not set (ci/test.sh sets it to the wheel it tests)")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        texts = [zf.read(n).decode() for n in names if ".dist-info/licenses/" in n]
+        meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        expression = re.search(r"^License-Expression: (.*)$", zf.read(meta).decode(), re.M)
+    bundled = any(re.search(r"sfer\.libs/libgomp[^/]*\.so", n) for n in names)
+    assert expression is not None
+    _check_licences(texts, expression.group(1).strip(), bundled)
+    assert bundled == ("manylinux" in os.path.basename(wheel))

@@ -515,7 +515,7 @@ def test_datetime_and_timedelta():
     assert res.output_values.dtype == np.dtype("M8[s]")
     assert res.output_values[_RIM].tobytes() == vals.tobytes()
     assert res.output_values[0] == np.datetime64("2000-02-29T00:00:00")
-    nat = fill(_IDX, vals, [5, 3], np.datetime64("NaT"))
+    nat = fill(_IDX, vals, [5, 3], np.datetime64("NaT", "s"))
     assert np.isnat(nat.output_values[_DEFAULT_POS]).all()
     with pytest.raises(ValueError, match=r"^default_value = .* does not fit in values' dtype "
                                          r"datetime64\[s\]"):
@@ -562,13 +562,65 @@ def test_other_ml_dtypes():
     int4 = np.dtype(ml_dtypes.int4)
     res = fill([[1]], np.array([3], int4), [2], -8)
     assert res.output_values.dtype == int4 and res.output_values.astype(int).tolist() == [-8, 3]
-    for bad in (300, 8, 1.5):
+    for bad in (300, 8, -9):
         with pytest.raises(ValueError, match=r"does not fit in values' dtype int4"):
             fill([[1]], np.array([3], int4), [2], bad)
+    with pytest.raises(TypeError, match=r"default_value has dtype float64, which does not "
+                                        r"convert to values' dtype int4"):
+        fill([[1]], np.array([3], int4), [2], 1.5)  # as for int32, whatever ml_dtypes casts
     f8 = np.dtype(ml_dtypes.float8_e4m3fn)
     assert fill([[1]], np.array([3], f8), [2], 1.5).output_values.astype(float)[0] == 1.5
     with pytest.raises(ValueError, match="overflows values' dtype float8_e4m3fn"):
         fill([[1]], np.array([3], f8), [2], 1e6)
+
+
+# ml_dtypes' integer types follow NumPy's integer table and its float types NumPy's float
+# table (sfer's rule, whatever kinds and casts the installed ml_dtypes declares).  Each is
+# checked against NumPy's own dtype of its family, on defaults that fit both.
+_ML_INT_NAMES = ("int2", "int4", "uint2", "uint4")
+_ML_FLOAT_NAMES = ("bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3b11fnuz",
+                   "float8_e4m3fnuz", "float8_e5m2fnuz")
+_KIND_DEFAULTS = [1, True, 1.5, 1.0, 1 + 2j, np.float32(1.0), np.int8(1), np.uint8(1),
+                  np.bool_(True), np.complex64(1), "1", np.array(1.0)]
+
+
+def _outcome(values_dtype: Any, default: Any) -> Any:
+    """The exception class a one-entry fill raises (None if it succeeds)."""
+    try:
+        fill([[1]], np.zeros(1, values_dtype), [2], default)
+    except (TypeError, ValueError) as exc:
+        return type(exc)
+    return None
+
+
+@pytest.mark.parametrize("name", _ML_INT_NAMES + _ML_FLOAT_NAMES)
+@pytest.mark.parametrize("default", _KIND_DEFAULTS, ids=repr)
+def test_ml_dtypes_follow_numpy_table(name, default):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    if not hasattr(ml_dtypes, name):
+        pytest.skip(f"ml_dtypes {ml_dtypes.__version__} has no {name}")
+    dtype = np.dtype(getattr(ml_dtypes, name))
+    twin = {"i": np.int8, "u": np.uint8}.get(name[0], np.float32)
+    assert _outcome(dtype, default) is _outcome(twin, default)
+    if _outcome(dtype, default) is None:  # and the value went in unchanged
+        out = fill([[1]], np.zeros(1, dtype), [2], default).output_values
+        assert out.dtype == dtype
+        want = np.asarray(default).real.astype(np.float64)
+        assert out.astype(np.float64)[0] == want
+
+
+def test_ml_int_range_is_the_types_own():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    for name in _ML_INT_NAMES:
+        if not hasattr(ml_dtypes, name):
+            continue
+        dtype = np.dtype(getattr(ml_dtypes, name))
+        info = ml_dtypes.iinfo(dtype)
+        for v in (int(info.min), int(info.max)):
+            assert fill([[1]], np.zeros(1, dtype), [2], v).output_values.astype(int)[0] == v
+        for v in (int(info.min) - 1, int(info.max) + 1):
+            with pytest.raises(ValueError, match=f"does not fit in values' dtype {name}"):
+                fill([[1]], np.zeros(1, dtype), [2], v)
 
 
 # ---------------------------------------------------------------------------------------------
