@@ -48,47 +48,45 @@ FILL_CASES = {case.name: case for case in CASES}
 
 
 def load_builds(build_a: str, build_b: str, root: str) -> dict:
-    """Import each build's op extensions: ``{"A": {"grad": module, "fill": module}, "B": ...}``.
+    """Import each build's op extensions, each against its own ``sfer`` package:
+    ``{"A": {"grad": module, "fill": module}, "B": ...}``.
 
     The grad op's module is ``_grad`` (``_core`` in builds from before the package was split),
-    the forward op's ``_fill`` (absent from builds older than the op: no ``"fill"`` then).
-    They import ``sfer._result``, ``sfer._runtime`` and friends, so the ``sfer`` package of the
-    newer layout (the build that has ``_runtime``; else build A) is put on ``sys.path`` first
-    and imported, and both builds share its runtime; then each build's op modules are copied
-    into a package of its own (``sferA``, ``sferB``) and imported from there.  The timing loop
-    comes from that package too (``sfer._timing``); a build older than it gets this checkout's
-    copy.
+    the forward op's ``_fill`` (absent from builds older than the op: no ``"fill"`` then).  An
+    op module binds what it takes from its package (``sfer._runtime``'s functions, result
+    types, input rules) when it is imported.  So each build's ``sfer`` package is copied into
+    ``root`` and imported as ``sfer`` in turn, with its op modules; then ``sfer`` and its
+    submodules leave ``sys.modules`` before the next build's are imported.  Each build thus runs
+    with its own runtime, and builds whose runtimes differ both load.  The timing loop is the
+    last build's ``sfer._timing``; a build older than it gets this checkout's copy.
     """
-    def built(build: str, stem: str) -> list:
-        return [f for f in os.listdir(os.path.join(build, "sfer"))
-                if f.startswith(stem + ".") and f.endswith((".so", ".pyd"))]
-
     def entry(build: str, stems: tuple):
         for stem in stems:
-            found = built(build, stem)
+            found = [f for f in os.listdir(os.path.join(build, "sfer"))
+                     if f.startswith(stem + ".") and f.endswith((".so", ".pyd"))]
             if len(found) == 1:
-                return found[0]
+                return stem
         return None
 
-    host = build_b if built(build_b, "_runtime") and not built(build_a, "_runtime") else build_a
-    shutil.copytree(os.path.join(host, "sfer"), os.path.join(root, "sfer"))
-    if not os.path.exists(os.path.join(root, "sfer", "_timing.py")):
-        shutil.copy(TIMING_PY, os.path.join(root, "sfer", "_timing.py"))
-    sys.path.insert(0, root)
-    importlib.import_module("sfer")
     modules: dict = {}
     for name, build in (("A", build_a), ("B", build_b)):
-        package = os.path.join(root, "sfer" + name)
-        os.makedirs(package)
-        open(os.path.join(package, "__init__.py"), "w").close()
         if entry(build, ("_grad", "_core")) is None:
             sys.exit(f"{build}/sfer: expected one built _grad (or _core) extension, found none")
+        base = os.path.join(root, name)
+        shutil.copytree(os.path.join(build, "sfer"), os.path.join(base, "sfer"))
+        if not os.path.exists(os.path.join(base, "sfer", "_timing.py")):
+            shutil.copy(TIMING_PY, os.path.join(base, "sfer", "_timing.py"))
+        for key in [k for k in sys.modules if k == "sfer" or k.startswith("sfer.")]:
+            del sys.modules[key]
+        sys.path.insert(0, base)
+        importlib.invalidate_caches()
         modules[name] = {}
         for op, stems in (("grad", ("_grad", "_core")), ("fill", ("_fill",))):
-            so = entry(build, stems)
-            if so is not None:
-                shutil.copy(os.path.join(build, "sfer", so), package)
-                modules[name][op] = importlib.import_module(f"sfer{name}.{so.split('.')[0]}")
+            stem = entry(build, stems)
+            if stem is not None:
+                modules[name][op] = importlib.import_module(f"sfer.{stem}")
+        importlib.import_module("sfer._timing")
+        sys.path.remove(base)
     return modules
 
 
@@ -142,7 +140,7 @@ def run_case(modules: dict, case, seconds: float) -> str:
     if len(a) != len(b) or any(np.asarray(x).tobytes() != np.asarray(y).tobytes()
                                for x, y in zip(a, b)):
         sys.exit(f"A and B disagree on {label}")
-    from sfer._timing import calibrate, time_interleaved  # build A's sfer (see load_builds)
+    from sfer._timing import calibrate, time_interleaved  # build B's sfer (see load_builds)
 
     one, number = calibrate(calls["A"])  # seconds of a call, calls per sample
     rounds = max(10, min(200, int(seconds / (2 * one * number))))
