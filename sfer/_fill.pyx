@@ -1,10 +1,14 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
 """The forward op, SparseFillEmptyRows: its kernels and entry point (private: call
 ``sfer.sparse_fill_empty_rows``).
 
-Every call first scans column 0 of ``indices`` (in parallel, each thread a contiguous slice of
-entries): it checks the rows, learns whether they never decrease, and counts the distinct rows.
-Then one of three paths places the entries; none depends on the thread count:
+A small call (one thread, little work, values of a dtype the kernels place) first tries a
+single pass that checks the rows and places the entries by the sorted rule below as long as the
+rows never decrease; rows that do decrease send it on as a large call.  Every other call first
+scans column 0 of ``indices`` (in parallel, each thread a contiguous slice of entries): it
+checks the rows, learns whether they never decrease, and counts the distinct rows.  Then one of
+three paths places the entries; none depends on the thread count:
 
 * ``"fast"``: rows sorted and no row empty.  The outputs are the (converted) inputs, handed
   back as read-only views; only ``reverse_index_map`` (``0..N-1``) and
@@ -12,10 +16,15 @@ Then one of three paths places the entries; none depends on the thread count:
 * ``"sorted"``: rows sorted, some rows empty.  Entry ``i`` goes to ``i + E(row)``, ``E(row)``
   the number of empty rows below its row, so each thread copies its slice as runs between
   empty rows (``memcpy``), writing the default entries of the gaps it meets.  No counters.
+  The rule is ``sfer_fill_sorted`` (``src/sfer_fill.h``), the small pass's too.
 * ``"counting"``: rows not sorted.  A stable counting sort: each thread counts the rows of its
   slice, the counts become, row by row, each thread's first output position in that row, and
   each thread places its entries in input order.  Extra memory: ``threads x dense_rows``
-  int64 counters (fewer threads count when the counters would outweigh the outputs).
+  counters, int32 where ``N + dense_rows`` fits, else int64 (fewer threads count when the
+  counters would outweigh the outputs: ``sfer._runtime.counting_threads``).
+
+Every kernel reads the call's inputs and writes its outputs through one context,
+``sfer_fill_ctx`` (``src/sfer_fill.h``).
 
 The input rules (conversion, dtypes, shapes in TensorFlow's order, ``default_value``) are
 ``sfer._fill_inputs``'s, shared with ``sfer.reference``; exact ndarrays in the common layouts
@@ -27,7 +36,6 @@ from cython.parallel cimport prange
 from libc.math cimport isfinite
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memset
 
 from sfer._common cimport sfer_atomic_load, sfer_atomic_store, sfer_prefetch_w
 from sfer._runtime cimport (SERIAL_BELOW, counting_threads, enter_call, leave_call,
@@ -45,6 +53,32 @@ cdef extern from "numpy/arrayobject.h":
     enum: NPY_HALF
     # A view of the whole array with its own dtype and type (NULL, NULL).
     object PyArray_View(cnp.ndarray, void *, void *)
+
+# The call's context and the placement rules that every path shares (see the header).
+cdef extern from "src/sfer_fill.h":
+    ctypedef struct sfer_fill_ctx:
+        const int64_t *ind
+        const char *vals
+        const char *dflt
+        int64_t n
+        int64_t rank
+        int64_t dense_rows
+        int64_t size
+        int64_t *out_ind
+        char *out_vals
+        int64_t *rim
+        uint8_t *empty
+    enum:
+        SFER_FILL_UNSORTED
+        SFER_FILL_BAD_ROW
+    void sfer_copy_item(char *dst, const char *src, int64_t size) noexcept nogil
+    void sfer_fill_gap(const sfer_fill_ctx *c, int64_t q0, int64_t q1, int64_t p) noexcept nogil
+    void sfer_fill_defaults(const sfer_fill_ctx *c, int64_t q0, int64_t q1,
+                            const int64_t *starts) noexcept nogil
+    int64_t sfer_fill_sorted(const sfer_fill_ctx *c, int64_t i0, int64_t i1, int64_t e,
+                             int check, int64_t *bad) noexcept nogil
+    int64_t sfer_fill_sorted_slice(const sfer_fill_ctx *c, int64_t i0, int64_t i1,
+                                   int64_t e) noexcept nogil
 
 cdef object _tuple_new = tuple.__new__
 
@@ -66,47 +100,23 @@ ctypedef fused cnt_t:     # the counting path's counters: int32 whenever N + den
 
 
 ctypedef struct slice_scan:
-    int64_t bad         # out: the first entry of the slice whose row is out of range, or -1
-    int64_t new_rows    # out: entries i of the slice with i == 0 or row(i) != row(i - 1)
-    int64_t down        # out: entries i of the slice with row(i) < row(i - 1)
+    int64_t bad         # the first entry of the slice whose row is out of range, or -1
+    int64_t new_rows    # entries i of the slice with i == 0 or row(i) != row(i - 1)
+    int64_t down        # entries i of the slice with row(i) < row(i - 1)
+    int64_t e           # the sorted path: the empty rows up to the row before the slice
 
 
 # ---------------------------------------------------------------------------------------------
-# Kernels (no GIL).  ind: int64 [n, rank], C order; vals: n items of `size` bytes (NULL when
-# NumPy places the values: object and StringDType); dflt: the default value's `size` bytes.
+# Kernels (no GIL), on one call's sfer_fill_ctx; each copies the fields it loops over into
+# locals (a store through an output pointer could otherwise alias them).
 
-cdef inline void copy_item(char *dst, const char *src, Py_ssize_t size) noexcept nogil:
-    # dst: out.  One item of `size` bytes; the common sizes as fixed-size copies.
-    if size == 8:
-        memcpy(dst, src, 8)
-    elif size == 4:
-        memcpy(dst, src, 4)
-    elif size == 2:
-        memcpy(dst, src, 2)
-    elif size == 1:
-        dst[0] = src[0]
-    elif size == 16:
-        memcpy(dst, src, 16)
-    else:
-        memcpy(dst, src, size)
-
-
-cdef inline void put_default(int64_t row, int64_t p, int64_t rank, const char *dflt,
-                             Py_ssize_t size, int64_t *out_ind, char *out_vals) noexcept nogil:
-    # out_ind, out_vals: out.  The default entry [row, 0, ..., 0] at output position p.
-    cdef int64_t k
-    out_ind[p * rank] = row
-    for k in range(1, rank):
-        out_ind[p * rank + k] = 0
-    if out_vals != NULL:
-        copy_item(out_vals + p * size, dflt, size)
-
-
-cdef void scan_slice(const int64_t *ind, int64_t rank, int64_t dense_rows, int64_t i0,
-                     int64_t i1, slice_scan *s) noexcept nogil:
-    # ind: in; s: out.  Scans the rows of entries i0 <= i < i1, each against the entry before
-    # it (the one before i0 too), without a branch per entry; the first bad entry, if any, is
-    # then found by a second look at the slice.
+cdef void scan_slice(const sfer_fill_ctx *c, int64_t i0, int64_t i1,
+                     slice_scan *s) noexcept nogil:
+    # s: out (all but e).  Scans the rows of entries i0 <= i < i1, each against the entry
+    # before it (the one before i0 too), without a branch per entry; the first bad entry, if
+    # any, is then found by a second look at the slice.
+    cdef const int64_t *ind = c.ind
+    cdef int64_t rank = c.rank, dense_rows = c.dense_rows
     cdef int64_t i, r, prev = ind[(i0 - 1) * rank] if i0 > 0 else -1
     cdef int64_t new_rows = 0, down = 0
     cdef uint64_t bad = 0
@@ -126,96 +136,31 @@ cdef void scan_slice(const int64_t *ind, int64_t rank, int64_t dense_rows, int64
                 break
 
 
-cdef void place_sorted(const int64_t *ind, int64_t rank, const char *vals, Py_ssize_t size,
-                       const char *dflt, int64_t i0, int64_t i1, int64_t e, int64_t *out_ind,
-                       char *out_vals, int64_t *rim, uint8_t *empty) noexcept nogil:
-    # Sorted rows: places entries i0 <= i < i1 and the empty rows between the row of entry
-    # i0 - 1 (-1 for none) and the row of entry i1 - 1, and writes their empty flags.  e: in,
-    # the empty rows below the row of entry i0 - 1 (plus one).  Entry i goes to i + e, e
-    # growing at each gap; the entries between gaps are copied as runs.
-    cdef int64_t i, q, k, r, s = i0, prev = ind[(i0 - 1) * rank] if i0 > 0 else -1
-    for i in range(i0, i1):
-        r = ind[i * rank]
-        empty[r] = 0       # every entry (no branch on "a new row": it would be mispredicted)
-        if r > prev + 1:   # rows prev+1 .. r-1 are empty: the run before them goes first
-            copy_run(ind, rank, vals, size, s, i, e, out_ind, out_vals, rim)
-            for q in range(prev + 1, r):
-                put_default(q, i + e, rank, dflt, size, out_ind, out_vals)
-                empty[q] = 1
-                e += 1
-            s = i
-        prev = r
-    copy_run(ind, rank, vals, size, s, i1, e, out_ind, out_vals, rim)
+cdef void scan_rows(const sfer_fill_ctx *c, int nthreads, slice_scan *scans,
+                    slice_scan *total) noexcept nogil:
+    # scans[nthreads], total: out.  Thread t scans slice t (scan_slice); total.bad is the first
+    # bad entry of all (or -1), total.new_rows and total.down the sums.
+    cdef int64_t n = c.n
+    cdef int t
+    for t in prange(nthreads, schedule='static', num_threads=nthreads):
+        scan_slice(c, t * n // nthreads, (t + 1) * n // nthreads, &scans[t])
+    total.bad = -1
+    total.new_rows = 0
+    total.down = 0
+    for t in range(nthreads):
+        if scans[t].bad >= 0 and total.bad < 0:
+            total.bad = scans[t].bad
+        total.new_rows += scans[t].new_rows
+        total.down += scans[t].down
 
 
-cdef inline void copy_run(const int64_t *ind, int64_t rank, const char *vals, Py_ssize_t size,
-                          int64_t i0, int64_t i1, int64_t e, int64_t *out_ind, char *out_vals,
-                          int64_t *rim) noexcept nogil:
-    # out_ind, out_vals, rim: out.  Entries i0 <= i < i1 to output positions i + e.
-    cdef int64_t i
-    if i1 <= i0:
-        return
-    memcpy(out_ind + (i0 + e) * rank, ind + i0 * rank, <size_t>((i1 - i0) * rank * 8))
-    if out_vals != NULL:
-        memcpy(out_vals + (i0 + e) * size, vals + i0 * size, <size_t>((i1 - i0) * size))
-    for i in range(i0, i1):
-        rim[i] = i + e
-
-
-cdef void scatter_values(const char *vals, Py_ssize_t size, const int64_t *rim, int64_t n,
-                         char *out_vals) noexcept nogil:
-    # out_vals: out.  out_vals[rim[i]] = vals[i] for i < n, one loop per item size (no
-    # dispatch per item).
-    cdef int64_t i
-    if size == 4:
-        for i in range(n):
-            memcpy(out_vals + rim[i] * 4, vals + i * 4, 4)
-    elif size == 8:
-        for i in range(n):
-            memcpy(out_vals + rim[i] * 8, vals + i * 8, 8)
-    elif size == 2:
-        for i in range(n):
-            memcpy(out_vals + rim[i] * 2, vals + i * 2, 2)
-    elif size == 1:
-        for i in range(n):
-            out_vals[rim[i]] = vals[i]
-    elif size == 16:
-        for i in range(n):
-            memcpy(out_vals + rim[i] * 16, vals + i * 16, 16)
-    else:
-        for i in range(n):
-            memcpy(out_vals + rim[i] * size, vals + i * size, <size_t>size)
-
-
-cdef extern from "src/sfer_fill.h":
-    int64_t sfer_place_sorted_rows(const int64_t *ind, int64_t n, int64_t rank,
-                                   int64_t dense_rows, const char *dflt, int64_t size,
-                                   int64_t *out_ind, char *out_vals, int64_t *rim,
-                                   uint8_t *empty, int64_t *bad) noexcept nogil
-
-
-cdef int64_t place_small(const int64_t *ind, int64_t n, int64_t rank, int64_t dense_rows,
-                         const char *vals, Py_ssize_t size, const char *dflt, int64_t *out_ind,
-                         char *out_vals, int64_t *rim, uint8_t *empty,
-                         int64_t *bad) noexcept nogil:
-    # A small call, on one thread: scan and place in one pass, as long as the rows never
-    # decrease (out_ind and out_vals have room for N + dense_rows entries: N_full is known only
-    # at the end); the values follow in a second loop.  Returns N_full; or -1 when the rows
-    # turn out unsorted (the caller then takes the scan and the counting path, which finds
-    # any bad row); or -2 with bad[0] the first entry whose row is out of range (every entry
-    # before it was in range and sorted).
-    cdef int64_t n_full = sfer_place_sorted_rows(ind, n, rank, dense_rows, dflt, size, out_ind,
-                                                 out_vals, rim, empty, bad)
-    if n_full >= 0 and out_vals != NULL:
-        scatter_values(vals, size, rim, n, out_vals)
-    return n_full
-
-
-cdef void count_rows(const int64_t *ind, int64_t rank, int64_t i0, int64_t i1,
+cdef void count_rows(const sfer_fill_ctx *c, int64_t i0, int64_t i1,
                      cnt_t *counts) noexcept nogil:
     # counts: in/out (zeroed).  Counts the rows of entries i0 <= i < i1 (checked already),
     # each counter prefetched AHEAD entries before it is needed: unsorted rows hit the
     # counters at random, and the prefetches keep many of those misses in flight.
+    cdef const int64_t *ind = c.ind
+    cdef int64_t rank = c.rank
     cdef int64_t i
     for i in range(i0, i1 - AHEAD):
         sfer_prefetch_w(&counts[ind[(i + AHEAD) * rank]])
@@ -224,13 +169,18 @@ cdef void count_rows(const int64_t *ind, int64_t rank, int64_t i0, int64_t i1,
         counts[ind[i * rank]] += 1
 
 
-cdef void place_counted(const int64_t *ind, int64_t rank, const char *vals, Py_ssize_t size,
-                        int64_t i0, int64_t i1, cnt_t *next_pos, int64_t *out_ind,
-                        char *out_vals, int64_t *rim) noexcept nogil:
-    # next_pos: in/out (this thread's next output position in each row); out_ind, out_vals,
-    # rim: out.  Places entries i0 <= i < i1 in input order.  Two prefetch stages: the row's
-    # next_pos 2 * AHEAD entries ahead, then, AHEAD entries ahead, the output slots it points
-    # to (a hint only: a row met again in between moves them by a slot or two).
+cdef void place_counted(const sfer_fill_ctx *c, int64_t i0, int64_t i1,
+                        cnt_t *next_pos) noexcept nogil:
+    # next_pos: in/out (this thread's next output position in each row).  Places entries
+    # i0 <= i < i1 in input order.  Two prefetch stages: the row's next_pos 2 * AHEAD entries
+    # ahead, then, AHEAD entries ahead, the output slots it points to (a hint only: a row met
+    # again in between moves them by a slot or two).
+    cdef const int64_t *ind = c.ind
+    cdef const char *vals = c.vals
+    cdef int64_t rank = c.rank, size = c.size
+    cdef int64_t *out_ind = c.out_ind
+    cdef char *out_vals = c.out_vals
+    cdef int64_t *rim = c.rim
     cdef int64_t i, p, k, r, q
     for i in range(i0, i1):
         if i + 2 * AHEAD < i1:
@@ -247,48 +197,47 @@ cdef void place_counted(const int64_t *ind, int64_t rank, const char *vals, Py_s
         for k in range(rank):
             out_ind[p * rank + k] = ind[i * rank + k]
         if out_vals != NULL:
-            copy_item(out_vals + p * size, vals + i * size, size)
+            sfer_copy_item(out_vals + p * size, vals + i * size, size)
 
 
-cdef int64_t count_and_lay_out(const int64_t *ind, int64_t n, int64_t rank, int64_t dense_rows,
-                               int nthreads, cnt_t *counts, int64_t *starts,
-                               uint8_t *empty) noexcept nogil:
+cdef int64_t count_and_lay_out(const sfer_fill_ctx *c, int nthreads, cnt_t *counts,
+                               int64_t *starts) noexcept nogil:
     # counts [nthreads, dense_rows] (zeroed): out, each thread's first output position in each
-    # row.  starts, empty: out.  Each thread counts the rows of its slice; the counts become,
-    # row by row, the threads' first positions.  Returns N_full.
-    cdef int64_t r, c, p, run = 0
+    # row.  starts (each row's first output position) and c.empty: out.  Each thread counts the
+    # rows of its slice; the counts become, row by row, the threads' first positions.
+    # Returns N_full.
+    cdef int64_t n = c.n, dense_rows = c.dense_rows
+    cdef uint8_t *empty = c.empty
+    cdef int64_t r, s, p, run = 0
     cdef int64_t t
     cdef int t32
     for t32 in prange(nthreads, schedule='static', num_threads=nthreads):
-        count_rows(ind, rank, t32 * n // nthreads, (t32 + 1) * n // nthreads,
-                   &counts[t32 * dense_rows])
+        count_rows(c, t32 * n // nthreads, (t32 + 1) * n // nthreads, &counts[t32 * dense_rows])
     for r in prange(dense_rows, schedule='static', num_threads=nthreads):
-        c = 0
+        s = 0
         for t in range(nthreads):
-            c = c + counts[t * dense_rows + r]
-        starts[r] = c           # the row's total, for now
-        empty[r] = c == 0
+            s = s + counts[t * dense_rows + r]
+        starts[r] = s           # the row's total, for now
+        empty[r] = s == 0
     for r in range(dense_rows):
-        c = starts[r]
+        s = starts[r]
         starts[r] = run
-        run += c if c > 0 else 1
+        run += s if s > 0 else 1
     for r in prange(dense_rows, schedule='static', num_threads=nthreads):
         p = starts[r]
         for t in range(nthreads):
-            c = counts[t * dense_rows + r]
+            s = counts[t * dense_rows + r]
             counts[t * dense_rows + r] = <cnt_t>p
-            p = p + c
+            p = p + s
     return run
 
 
-cdef void place_all_counted(const int64_t *ind, int64_t n, int64_t rank, const char *vals,
-                            Py_ssize_t size, int64_t dense_rows, int nthreads, cnt_t *counts,
-                            int64_t *out_ind, char *out_vals, int64_t *rim) noexcept nogil:
+cdef void place_all_counted(const sfer_fill_ctx *c, int nthreads, cnt_t *counts) noexcept nogil:
     # counts: in/out, from count_and_lay_out.  Each thread places its slice.
+    cdef int64_t n = c.n
     cdef int t
     for t in prange(nthreads, schedule='static', num_threads=nthreads):
-        place_counted(ind, rank, vals, size, t * n // nthreads, (t + 1) * n // nthreads,
-                      &counts[t * dense_rows], out_ind, out_vals, rim)
+        place_counted(c, t * n // nthreads, (t + 1) * n // nthreads, &counts[t * c.dense_rows])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,55 +268,166 @@ cdef object check_memory(object dense_rows, int64_t rank, Py_ssize_t size):
         raise MemoryError(_errors.rows_too_many(dense_rows, need, 1 + 8 * rank + size))
 
 
-cdef object run_small(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, const char *dflt,
-                      object default, object given):
-    # A small call (on one thread): place_small's single pass; the result, or None when the
-    # rows are not sorted (the caller goes on as for a large call).  Arguments as run_fill's.
-    cdef int64_t n = cnp.PyArray_DIM(ind, 0)
-    cdef int64_t rank = cnp.PyArray_DIM(ind, 1)
-    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(vals)
-    cdef const int64_t *ip = <const int64_t *>cnp.PyArray_DATA(ind)
+cdef object bad_row_error(const sfer_fill_ctx *c, int64_t bad, object given):
+    # The IndexError for entry `bad`, whose row is out of range (given: as for run_fill).
+    return IndexError(_errors.row_out_of_range(
+        bad, c.ind[bad * c.rank] if given is None else int(given[bad, 0]), c.dense_rows))
+
+
+cdef tuple new_flags(sfer_fill_ctx *c, bint zeroed):
+    # (empty_row_indicator [dense_rows], all False when zeroed, else uninitialised;
+    # reverse_index_map [n], uninitialised), their data in c.empty and c.rim.
+    cdef cnp.npy_intp rows = c.dense_rows
+    cdef cnp.npy_intp n = c.n
+    cdef cnp.ndarray empty, rim
+    if zeroed:
+        empty = cnp.PyArray_ZEROS(1, &rows, cnp.NPY_BOOL, 0)
+    else:
+        empty = cnp.PyArray_EMPTY(1, &rows, cnp.NPY_BOOL, 0)
+    rim = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
+    c.empty = <uint8_t *>cnp.PyArray_DATA(empty)
+    c.rim = <int64_t *>cnp.PyArray_DATA(rim)
+    return empty, rim
+
+
+cdef tuple new_outputs(sfer_fill_ctx *c, cnp.npy_intp n_full, cnp.ndarray vals):
+    # (output_indices [n_full, rank], output_values [n_full] of vals' dtype), uninitialised,
+    # their data in c.out_ind and c.out_vals (NULL there when NumPy places the values).
     cdef cnp.npy_intp dims[2]
-    cdef cnp.npy_intp rows_ = dense_rows
-    cdef cnp.PyArray_Dims new_shape
-    cdef int64_t n_full, bad = -1
-    cdef cnp.ndarray out_ind, out_vals, empty, rim
-    cdef int64_t i
-    for i in range(1, min(n, 16)):   # unsorted rows show early, as a rule: no outputs wasted
-        if ip[i * rank] < ip[(i - 1) * rank]:
-            return None
-    dims[0] = n + dense_rows
-    dims[1] = rank
+    cdef cnp.ndarray out_ind, out_vals
+    dims[0] = n_full
+    dims[1] = c.rank
     out_ind = cnp.PyArray_EMPTY(2, dims, cnp.NPY_INT64, 0)
-    out_vals = new_like(dims[0], vals)
-    empty = cnp.PyArray_EMPTY(1, &rows_, cnp.NPY_BOOL, 0)
-    rim = cnp.PyArray_EMPTY(1, <cnp.npy_intp *>&n, cnp.NPY_INT64, 0)
+    out_vals = new_like(n_full, vals)
+    c.out_ind = <int64_t *>cnp.PyArray_DATA(out_ind)
+    c.out_vals = <char *>cnp.PyArray_DATA(out_vals) if c.dflt != NULL else NULL
+    return out_ind, out_vals
+
+
+cdef object fill_result(const sfer_fill_ctx *c, object out_ind, object out_vals, object empty,
+                        object rim, object vals, object default):
+    # The FillResult, once the kernels have run; where they left the values to NumPy (objects,
+    # StringDType: c.dflt NULL), NumPy places them first, under the GIL.
+    if c.dflt == NULL:
+        out_vals[...] = default
+        out_vals[rim] = vals
+    return _tuple_new(FillResult, (out_ind, out_vals, empty, rim))
+
+
+cdef object run_small(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, object given):
+    # A small call, on one thread, of values the kernels place (c.dflt set): checks and places
+    # the entries in one pass (sfer_fill_sorted with its checks), as long as the rows never
+    # decrease, into outputs with room for N + dense_rows entries (N_full is known only at the
+    # end).  The result; or None when the rows turn out unsorted (the caller then goes on as
+    # for a large call: the scan, which finds any bad row, and the counting path).
+    cdef int64_t n = c.n, rank = c.rank, dense_rows = c.dense_rows
+    cdef int64_t i, e, last = -1, bad = -1
+    cdef cnp.npy_intp dims[2]
+    cdef cnp.PyArray_Dims new_shape
+    for i in range(1, min(n, 16)):   # unsorted rows show early, as a rule: no outputs wasted
+        if c.ind[i * rank] < c.ind[(i - 1) * rank]:
+            return None
+    empty, rim = new_flags(c, False)
+    out_ind, out_vals = new_outputs(c, n + dense_rows, vals)
     with nogil:
-        n_full = place_small(ip, n, rank, dense_rows,
-                             <const char *>cnp.PyArray_DATA(vals) if dflt != NULL else NULL,
-                             size, dflt, <int64_t *>cnp.PyArray_DATA(out_ind),
-                             <char *>cnp.PyArray_DATA(out_vals) if dflt != NULL else NULL,
-                             <int64_t *>cnp.PyArray_DATA(rim),
-                             <uint8_t *>cnp.PyArray_DATA(empty), &bad)
-    if n_full == -1:
+        e = sfer_fill_sorted(c, 0, n, 0, 1, &bad)
+        if e >= 0:   # the empty rows after the last entry's row
+            last = c.ind[(n - 1) * rank] if n > 0 else -1
+            sfer_fill_gap(c, last + 1, dense_rows, n + e)
+    if e == SFER_FILL_UNSORTED:
         return None
-    if n_full == -2:
-        raise IndexError(_errors.row_out_of_range(
-            bad, ip[bad * rank] if given is None else int(given[bad, 0]), dense_rows))
-    if n_full == n:   # the fast path after all: rim is 0..N-1, no row empty
+    if e == SFER_FILL_BAD_ROW:
+        raise bad_row_error(c, bad, given)
+    dims[0] = n + e + dense_rows - last - 1   # N_full
+    if dims[0] == n:   # the fast path after all: rim is 0..N-1, no row empty
         sfer_atomic_store(&_last_path_code, PATH_FAST)
         return _tuple_new(FillResult, (read_only(ind), read_only(vals), empty, rim))
     sfer_atomic_store(&_last_path_code, PATH_SORTED)
-    dims[0] = n_full
+    dims[1] = rank
     new_shape.ptr = dims
     new_shape.len = 2
     cnp.PyArray_Resize(out_ind, &new_shape, 0, cnp.NPY_CORDER)
     new_shape.len = 1
     cnp.PyArray_Resize(out_vals, &new_shape, 0, cnp.NPY_CORDER)
-    if dflt == NULL:   # references (objects, StringDType): placed by NumPy, under the GIL
-        out_vals[...] = default
-        out_vals[rim] = vals
-    return _tuple_new(FillResult, (out_ind, out_vals, empty, rim))
+    return fill_result(c, out_ind, out_vals, empty, rim, vals, None)
+
+
+cdef object run_fast(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, int nthreads):
+    # Rows sorted, none empty: the outputs are the inputs, as read-only views;
+    # reverse_index_map is 0..N-1 and empty_row_indicator all False.
+    cdef int64_t i
+    cdef int64_t *rp
+    sfer_atomic_store(&_last_path_code, PATH_FAST)
+    empty, rim = new_flags(c, True)
+    rp = c.rim
+    with nogil:
+        for i in prange(c.n, schedule='static', num_threads=nthreads):
+            rp[i] = i
+    return _tuple_new(FillResult, (read_only(ind), read_only(vals), empty, rim))
+
+
+cdef object run_sorted(sfer_fill_ctx *c, cnp.ndarray vals, object default, slice_scan *scans,
+                       int nthreads):
+    # Rows sorted, some empty: each thread places its slice by the sorted rule
+    # (sfer_fill_sorted_slice), from its own e; then the threads share the empty rows after the
+    # last entry's row.  scans: the scan's, one per thread.
+    cdef int64_t n = c.n, rank = c.rank, dense_rows = c.dense_rows
+    cdef int64_t i0, q, e, last, new_rows = 0
+    cdef int t
+    sfer_atomic_store(&_last_path_code, PATH_SORTED)
+    for t in range(nthreads):
+        # thread t's e: the empty rows up to the row before its slice, (that row + 1) minus
+        # the distinct rows before the slice
+        i0 = t * n // nthreads
+        scans[t].e = (c.ind[(i0 - 1) * rank] + 1 if i0 > 0 else 0) - new_rows
+        new_rows += scans[t].new_rows
+    last = c.ind[(n - 1) * rank] if n > 0 else -1
+    e = last + 1 - new_rows   # the empty rows up to the last entry's row
+    empty, rim = new_flags(c, False)
+    out_ind, out_vals = new_outputs(c, n + dense_rows - new_rows, vals)
+    with nogil:
+        for t in prange(nthreads, schedule='static', num_threads=nthreads):
+            sfer_fill_sorted_slice(c, t * n // nthreads, (t + 1) * n // nthreads, scans[t].e)
+        for q in prange(last + 1, dense_rows, schedule='static', num_threads=nthreads):
+            sfer_fill_gap(c, q, q + 1, n + e + q - last - 1)   # none: no parallel region
+    return fill_result(c, out_ind, out_vals, empty, rim, vals, default)
+
+
+cdef object run_counting(sfer_fill_ctx *c, cnp.ndarray vals, object default, int nthreads):
+    # Rows not sorted: a stable counting sort (count_and_lay_out, then place_all_counted),
+    # then each empty row's default at its start.  Its counters are int32 where
+    # N + dense_rows fits.
+    cdef bint narrow = c.n + c.dense_rows <= 0x7fffffff and not _wide_counters
+    cdef int tc = counting_threads(nthreads, c.dense_rows, 4 if narrow else 8, c.n,
+                                   8 * c.rank + c.size + 8)
+    cdef cnp.npy_intp shape[2]
+    cdef cnp.npy_intp rows = c.dense_rows
+    cdef int64_t n_full
+    cdef int t
+    cdef void *cp
+    cdef int64_t *sp
+    sfer_atomic_store(&_last_path_code, PATH_COUNTING)
+    empty, rim = new_flags(c, False)
+    shape[0] = tc
+    shape[1] = c.dense_rows
+    counts = cnp.PyArray_ZEROS(2, shape, cnp.NPY_INT32 if narrow else cnp.NPY_INT64, 0)
+    cp = cnp.PyArray_DATA(counts)
+    starts = cnp.PyArray_EMPTY(1, &rows, cnp.NPY_INT64, 0)
+    sp = <int64_t *>cnp.PyArray_DATA(starts)
+    with nogil:
+        if narrow:
+            n_full = count_and_lay_out(c, tc, <int32_t *>cp, sp)
+        else:
+            n_full = count_and_lay_out(c, tc, <int64_t *>cp, sp)
+    out_ind, out_vals = new_outputs(c, n_full, vals)
+    with nogil:
+        if narrow:
+            place_all_counted(c, tc, <int32_t *>cp)
+        else:
+            place_all_counted(c, tc, <int64_t *>cp)
+        for t in prange(nthreads, schedule='static', num_threads=nthreads):
+            sfer_fill_defaults(c, t * rows // nthreads, (t + 1) * rows // nthreads, sp)
+    return fill_result(c, out_ind, out_vals, empty, rim, vals, default)
 
 
 cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, const char *dflt,
@@ -376,27 +436,22 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
     # dflt: the default's bytes, or NULL when NumPy places the values (object, StringDType;
     # `default` is then a 0-d array of the output dtype); requested: from thread_request;
     # given: the indices before their conversion to int64 (for the error message), or None.
-    cdef int64_t n = cnp.PyArray_DIM(ind, 0)
-    cdef int64_t rank = cnp.PyArray_DIM(ind, 1)
-    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(vals)
-    cdef const int64_t *ip = <const int64_t *>cnp.PyArray_DATA(ind)
-    cdef const char *vp = <const char *>cnp.PyArray_DATA(vals) if dflt != NULL else NULL
-    cdef int nthreads, t, tc
-    cdef int64_t i0, bad = -1, new_rows = 0, down = 0, n_full, e, last, q, r0
-    cdef cnp.npy_intp shape2[2]
-    cdef cnp.npy_intp rows_ = dense_rows
-    cdef cnp.ndarray out_ind, out_vals, empty, rim, counts, starts
-    cdef int64_t *rp
-    cdef int64_t *oip
-    cdef char *ovp
-    cdef uint8_t *ep
-    cdef void *cp
-    cdef int64_t *sp
-    cdef bint narrow
+    # A small call tries run_small first; otherwise the scan picks the path.
+    cdef sfer_fill_ctx c
+    cdef slice_scan total
     cdef slice_scan *scans
+    cdef int64_t work
+    cdef int nthreads
+    c.ind = <const int64_t *>cnp.PyArray_DATA(ind)
+    c.vals = <const char *>cnp.PyArray_DATA(vals) if dflt != NULL else NULL
+    c.dflt = dflt
+    c.n = cnp.PyArray_DIM(ind, 0)
+    c.rank = cnp.PyArray_DIM(ind, 1)
+    c.dense_rows = dense_rows
+    c.size = cnp.PyArray_ITEMSIZE(vals)
     # the work (saturated: dense_rows may be as large as 2**63 - 1)
-    cdef int64_t work = (n + dense_rows if dense_rows <= 0x7fffffffffffffff - n
-                         else 0x7fffffffffffffff)
+    work = (c.n + dense_rows if dense_rows <= 0x7fffffffffffffff - c.n
+            else 0x7fffffffffffffff)
     nthreads = plan_threads(requested, work)
     scans = <slice_scan *>malloc(nthreads * sizeof(slice_scan))
     if scans == NULL:
@@ -405,104 +460,19 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
         nthreads = enter_call(nthreads)
     try:
         if nthreads == 1 and work < SERIAL_BELOW and dflt != NULL:
-            result = run_small(ind, vals, dense_rows, dflt, default, given)
+            result = run_small(&c, ind, vals, given)
             if result is not None:
                 return result
-        # 1. scan: the rows checked, sorted or not, how many distinct
         with nogil:
-            for t in prange(nthreads, schedule='static', num_threads=nthreads):
-                scan_slice(ip, rank, dense_rows, t * n // nthreads, (t + 1) * n // nthreads,
-                           &scans[t])
-            for t in range(nthreads):
-                if scans[t].bad >= 0 and bad < 0:
-                    bad = scans[t].bad
-                new_rows += scans[t].new_rows
-                down += scans[t].down
-        if bad >= 0:
-            raise IndexError(_errors.row_out_of_range(
-                bad, ip[bad * rank] if given is None else int(given[bad, 0]), dense_rows))
-        check_memory(dense_rows, rank, size)
-        if down == 0 and new_rows == dense_rows:
-            # 2a. fast: the outputs are the inputs
-            sfer_atomic_store(&_last_path_code, PATH_FAST)
-            empty = cnp.PyArray_ZEROS(1, &rows_, cnp.NPY_BOOL, 0)
-            rim = cnp.PyArray_EMPTY(1, <cnp.npy_intp *>&n, cnp.NPY_INT64, 0)
-            rp = <int64_t *>cnp.PyArray_DATA(rim)
-            with nogil:
-                for i0 in prange(n, schedule='static', num_threads=nthreads):
-                    rp[i0] = i0
-            return _tuple_new(FillResult, (read_only(ind), read_only(vals), empty, rim))
-
-        n_full = n + dense_rows - new_rows if down == 0 else 0
-        empty = cnp.PyArray_EMPTY(1, &rows_, cnp.NPY_BOOL, 0)
-        ep = <uint8_t *>cnp.PyArray_DATA(empty)
-        rim = cnp.PyArray_EMPTY(1, <cnp.npy_intp *>&n, cnp.NPY_INT64, 0)
-        rp = <int64_t *>cnp.PyArray_DATA(rim)
-        if down == 0:
-            # 2b. sorted, with empty rows: runs between the gaps
-            sfer_atomic_store(&_last_path_code, PATH_SORTED)
-            shape2[0] = n_full
-            shape2[1] = rank
-            out_ind = cnp.PyArray_EMPTY(2, shape2, cnp.NPY_INT64, 0)
-            out_vals = new_like(n_full, vals)
-            oip = <int64_t *>cnp.PyArray_DATA(out_ind)
-            ovp = <char *>cnp.PyArray_DATA(out_vals) if dflt != NULL else NULL
-            with nogil:
-                # each thread's e: the empty rows up to the row before its slice,
-                # (that row + 1) minus the distinct rows before the slice
-                new_rows = 0
-                for t in range(nthreads):
-                    i0 = t * n // nthreads
-                    e = (ip[(i0 - 1) * rank] + 1 if i0 > 0 else 0) - new_rows
-                    new_rows += scans[t].new_rows
-                    scans[t].new_rows = e           # reused: thread t's starting e
-                for t in prange(nthreads, schedule='static', num_threads=nthreads):
-                    place_sorted(ip, rank, vp, size, dflt, t * n // nthreads,
-                                 (t + 1) * n // nthreads, scans[t].new_rows, oip, ovp, rp, ep)
-                # the empty rows after the last entry's row
-                last = ip[(n - 1) * rank] if n > 0 else -1
-                e = n + last + 1 - new_rows       # the output position of row last + 1
-                for q in prange(last + 1, dense_rows, schedule='static', num_threads=nthreads):
-                    put_default(q, e + q - last - 1, rank, dflt, size, oip, ovp)
-                    ep[q] = 1
-        else:
-            # 2c. not sorted: a stable counting sort, with fewer threads counting when their
-            # counters would take more memory than the outputs
-            sfer_atomic_store(&_last_path_code, PATH_COUNTING)
-            narrow = n + dense_rows <= 0x7fffffff and not _wide_counters
-            tc = counting_threads(nthreads, dense_rows, 4 if narrow else 8, n,
-                                  8 * rank + size + 8)
-            shape2[0] = tc
-            shape2[1] = dense_rows
-            counts = cnp.PyArray_ZEROS(2, shape2, cnp.NPY_INT32 if narrow else cnp.NPY_INT64, 0)
-            cp = cnp.PyArray_DATA(counts)
-            starts = cnp.PyArray_EMPTY(1, &rows_, cnp.NPY_INT64, 0)
-            sp = <int64_t *>cnp.PyArray_DATA(starts)
-            with nogil:
-                if narrow:
-                    n_full = count_and_lay_out(ip, n, rank, dense_rows, tc, <int32_t *>cp, sp, ep)
-                else:
-                    n_full = count_and_lay_out(ip, n, rank, dense_rows, tc, <int64_t *>cp, sp, ep)
-            shape2[0] = n_full
-            shape2[1] = rank
-            out_ind = cnp.PyArray_EMPTY(2, shape2, cnp.NPY_INT64, 0)
-            out_vals = new_like(n_full, vals)
-            oip = <int64_t *>cnp.PyArray_DATA(out_ind)
-            ovp = <char *>cnp.PyArray_DATA(out_vals) if dflt != NULL else NULL
-            with nogil:
-                if narrow:
-                    place_all_counted(ip, n, rank, vp, size, dense_rows, tc, <int32_t *>cp,
-                                      oip, ovp, rp)
-                else:
-                    place_all_counted(ip, n, rank, vp, size, dense_rows, tc, <int64_t *>cp,
-                                      oip, ovp, rp)
-                for q in prange(dense_rows, schedule='static', num_threads=nthreads):
-                    if ep[q]:
-                        put_default(q, sp[q], rank, dflt, size, oip, ovp)
-        if dflt == NULL:   # references (objects, StringDType): placed by NumPy, under the GIL
-            out_vals[...] = default
-            out_vals[rim] = vals
-        return _tuple_new(FillResult, (out_ind, out_vals, empty, rim))
+            scan_rows(&c, nthreads, scans, &total)
+        if total.bad >= 0:
+            raise bad_row_error(&c, total.bad, given)
+        check_memory(dense_rows, c.rank, c.size)
+        if total.down == 0 and total.new_rows == dense_rows:
+            return run_fast(&c, ind, vals, nthreads)
+        if total.down == 0:
+            return run_sorted(&c, vals, default, scans, nthreads)
+        return run_counting(&c, vals, default, nthreads)
     finally:
         free(scans)
         with nogil:
@@ -529,6 +499,40 @@ ctypedef union item_buf:
 cdef inline bint behaved(cnp.ndarray a) noexcept:
     # C-contiguous, aligned, native byte order: what the kernels read as it is.
     return cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISNOTSWAPPED(a)
+
+
+cdef bint fast_int_item(int64_t v, int t, int size, item_buf *buf) noexcept:
+    # buf: out.  v in the integer type t (of `size` bytes) when it fits; False when it does
+    # not (sfer._fill_inputs then explains why).
+    if cnp.PyTypeNum_ISSIGNED(t):
+        if size == 8:
+            buf.i64 = v
+            return True
+        if size == 4 and -0x80000000 <= v <= 0x7fffffff:
+            buf.i32 = <int32_t>v
+            return True
+        if size == 2 and -0x8000 <= v <= 0x7fff:
+            buf.i16 = <int16_t>v
+            return True
+        if size == 1 and -0x80 <= v <= 0x7f:
+            buf.i8 = <int8_t>v
+            return True
+        return False
+    if v < 0:
+        return False
+    if size == 8:
+        buf.u64 = <uint64_t>v
+        return True
+    if size == 4 and v <= 0xffffffff:
+        buf.u32 = <uint32_t>v
+        return True
+    if size == 2 and v <= 0xffff:
+        buf.u16 = <uint16_t>v
+        return True
+    if size == 1 and v <= 0xff:
+        buf.u8 = <uint8_t>v
+        return True
+    return False
 
 
 cdef bint fast_default(object default, cnp.ndarray vals, item_buf *buf):
@@ -558,37 +562,7 @@ cdef bint fast_default(object default, cnp.ndarray vals, item_buf *buf):
         if t == cnp.NPY_FLOAT:
             buf.f32 = <float>v
             return True
-        if not cnp.PyTypeNum_ISINTEGER(t):
-            return False
-        if cnp.PyTypeNum_ISSIGNED(t):
-            if size == 8:
-                buf.i64 = v
-                return True
-            if size == 4 and -0x80000000 <= v <= 0x7fffffff:
-                buf.i32 = <int32_t>v
-                return True
-            if size == 2 and -0x8000 <= v <= 0x7fff:
-                buf.i16 = <int16_t>v
-                return True
-            if size == 1 and -0x80 <= v <= 0x7f:
-                buf.i8 = <int8_t>v
-                return True
-            return False
-        if v < 0:
-            return False
-        if size == 8:
-            buf.u64 = <uint64_t>v
-            return True
-        if size == 4 and v <= 0xffffffff:
-            buf.u32 = <uint32_t>v
-            return True
-        if size == 2 and v <= 0xffff:
-            buf.u16 = <uint16_t>v
-            return True
-        if size == 1 and v <= 0xff:
-            buf.u8 = <uint8_t>v
-            return True
-        return False
+        return cnp.PyTypeNum_ISINTEGER(t) and fast_int_item(v, t, size, buf)
     if type(default) is bool:
         if t != cnp.NPY_BOOL:
             return False
@@ -699,7 +673,7 @@ def sparse_fill_empty_rows(indices, values, dense_shape, default_value, *, num_t
     if int(shape[0]) > 0x7fffffffffffffff:   # a uint64 beyond int64: no row can be placed
         check_memory(int(shape[0]), idx.shape[1], out_dtype.itemsize)
     ind = np.ascontiguousarray(idx, dtype=np.int64)   # uint64 rows beyond int64: negative, bad
-    if not ind.flags.aligned:   # ascontiguousarray keeps an unaligned buffer: the kernels load int64
+    if not ind.flags.aligned:   # ascontiguousarray keeps an unaligned buffer; kernels load int64
         ind = ind.copy()
     vals_k = np.ascontiguousarray(vals, dtype=out_dtype)
     if out_dtype.hasobject or out_dtype.kind == "T":
