@@ -194,10 +194,6 @@ def splits_too_large(name: str, i: Any, value: Any) -> str:
     return f"{name}[{i}] = {value} is beyond int64's maximum (2**63 - 1)"
 
 
-def no_splits() -> str:
-    return "row_splits must be a splits vector or a non-empty sequence of them, got []"
-
-
 def values_scalar(shape: Any) -> str:
     return f"values must be at least 1-D (one item per entry), got shape {shape}"
 

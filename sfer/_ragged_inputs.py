@@ -33,12 +33,10 @@ def _is_scalar(x: Any) -> bool:
 
 def _split_levels(row_splits: Any) -> List[Any]:
     """``row_splits`` as a list of levels: one splits vector (an array or a sequence of ints)
-    is one level, a sequence of vectors several (outermost first)."""
-    if isinstance(row_splits, (list, tuple)):
-        if len(row_splits) == 0:
-            raise ValueError(_errors.no_splits())
-        if not _is_scalar(row_splits[0]):
-            return list(row_splits)
+    is one level, a sequence of vectors several (outermost first); ``[]`` is one (empty)
+    vector."""
+    if isinstance(row_splits, (list, tuple)) and row_splits and not _is_scalar(row_splits[0]):
+        return list(row_splits)
     return [row_splits]
 
 
