@@ -195,6 +195,12 @@ def _build_parser() -> argparse.ArgumentParser:
     grad.add_argument("-q", "--quiet", action="store_true",
                       help="print nothing on success")
 
+    _add_fill_parser(sub)
+    return parser
+
+
+def _add_fill_parser(sub: Any) -> None:
+    """The ``fill`` command: its .npy form and its Parquet form (``--column``)."""
     fill = sub.add_parser(
         "fill",
         help="fill the empty rows of a sparse tensor given as three .npy files (or a list "
@@ -236,7 +242,6 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_threads_option(fill)
     fill.add_argument("-q", "--quiet", action="store_true",
                       help="print nothing on success")
-    return parser
 
 
 def _add_threads_option(parser: argparse.ArgumentParser) -> None:
