@@ -30,7 +30,7 @@ _INT32_MAX = 2**31 - 1
 
 def _pyarrow(what: str) -> Any:
     try:
-        import pyarrow
+        import pyarrow  # type: ignore  # (no stubs; absent without sfer[arrow])
     except ImportError:
         raise ImportError(_errors.arrow_needs_pyarrow(what)) from None
     return pyarrow
@@ -123,15 +123,57 @@ def ragged_from_arrow(column: Any) -> Tuple[np.ndarray, List[np.ndarray]]:
 
 def from_arrow(column: Any, *, num_threads: Any = None) -> SparseCOO:
     """An Arrow list column as a COO sparse tensor: :func:`sfer.ragged_to_sparse` of its
-    values and row splits.  See the documentation of ``sfer.from_arrow``."""
+    values and the row splits of each list level.
+
+    Parameters
+    ----------
+    column : pyarrow.Array, pyarrow.ChunkedArray or polars.Series
+        A ``ListArray``, ``LargeListArray`` or ``FixedSizeListArray`` (nested lists: one more
+        ragged dimension per level), a ``ChunkedArray`` of these, or a polars ``List``
+        Series.  Sliced arrays work; a null list is an empty row.
+    num_threads : int, optional
+        As for :func:`sfer.ragged_to_sparse`.
+
+    Returns
+    -------
+    SparseCOO
+        As :func:`sfer.ragged_to_sparse` returns it; the values are a view of Arrow's buffer
+        where Arrow allows (numbers without nulls, a single chunk).
+
+    Raises
+    ------
+    TypeError
+        Anything but a list column.
+    ValueError
+        A null item (the message names its row and position).
+    ImportError
+        Without pyarrow (``pip install 'sfer[arrow]'``).
+    """
     values, splits = ragged_from_arrow(column)
     return ragged_to_sparse(values, splits, num_threads=num_threads)
 
 
 def to_arrow(indices: Any, values: Any, dense_shape: Any, *, num_threads: Any = None) -> Any:
-    """A rank-2 COO sparse tensor (right-ragged, rows in order) as a ``pyarrow.ListArray``:
-    one list per row, an empty row an empty list; a ``LargeListArray`` when the entries do not
-    fit Arrow's 32-bit offsets."""
+    """A rank-2 COO sparse tensor as a ``pyarrow.ListArray``: one list per row, in order, an
+    empty row an empty list.
+
+    Parameters
+    ----------
+    indices, values, dense_shape
+        As :func:`sfer.sparse_to_ragged` takes them (rows in order, right-ragged).
+    num_threads : int, optional
+        As for :func:`sfer.sparse_to_ragged`.
+
+    Returns
+    -------
+    pyarrow.ListArray
+        A ``pyarrow.LargeListArray`` when the entries do not fit Arrow's 32-bit offsets.
+
+    Raises
+    ------
+    ValueError, IndexError
+        As :func:`sfer.sparse_to_ragged` raises them.
+    """
     pa = _pyarrow("sfer.to_arrow")
     vals, splits = sparse_to_ragged(indices, values, dense_shape, num_threads=num_threads)
     items = pa.array(vals)

@@ -412,7 +412,7 @@ def _load_parquet_column(path: str, name: str) -> Any:
     """Column ``name`` of the Parquet file ``path`` (a pyarrow ChunkedArray); CLIError
     (status 2) for a file or column that cannot be read, (status 1) without pyarrow."""
     try:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # type: ignore  # (no stubs; absent without sfer[arrow])
     except ImportError:
         raise CLIError(_errors.arrow_needs_pyarrow("sfer fill DATA.parquet"),
                        EXIT_FAILURE) from None

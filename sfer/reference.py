@@ -602,7 +602,7 @@ def ragged_to_sparse(values: Any, row_splits: Any) -> SparseCOO:
     check_splits(splits, names, vals.shape[0])
     n = vals.shape[0]
     child = np.arange(n, dtype=np.int64)
-    columns = []
+    columns: List[np.ndarray] = []
     for s in reversed(splits):
         row = np.repeat(np.arange(s.shape[0] - 1, dtype=np.int64), np.diff(s))[child]
         columns.insert(0, child - s[row])
