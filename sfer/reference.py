@@ -595,7 +595,9 @@ def ragged_to_sparse(values: Any, row_splits: Any) -> SparseCOO:
     lengths); values with inner dimensions repeat that prefix once per inner item, followed
     by the item's position in ``values.shape[1:]`` in row-major order.
 
-    >>> ragged_to_sparse(np.array([1.0, 2.0, 3.0]), [0, 1, 1, 3]).indices.tolist()
+    >>> import numpy as np
+    >>> from sfer import reference
+    >>> reference.ragged_to_sparse(np.array([1.0, 2.0, 3.0]), [0, 1, 1, 3]).indices.tolist()
     [[0, 0], [2, 0], [2, 1]]
     """
     vals, splits, names = ragged_inputs(values, row_splits)
@@ -624,7 +626,8 @@ def sparse_to_ragged(indices: Any, values: Any, dense_shape: Any) -> Tuple[np.nd
     of each row's entries, after the entries are checked in order (rows in range and never
     decreasing, columns ``0, 1, 2, ...`` within each row).
 
-    >>> sparse_to_ragged([[0, 0], [2, 0], [2, 1]], [1, 2, 3], [4, 5])[1].tolist()
+    >>> from sfer import reference
+    >>> reference.sparse_to_ragged([[0, 0], [2, 0], [2, 1]], [1, 2, 3], [4, 5])[1].tolist()
     [0, 1, 1, 3, 3]
     """
     ind, vals, given, rows = sparse_inputs(indices, values, dense_shape)
