@@ -147,6 +147,14 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
+    _add_demo_command(sub)
+    _add_grad_command(sub)
+    _add_fill_command(sub)
+    return parser
+
+
+def _add_demo_command(sub: Any) -> None:
+    """The ``demo`` command's parser (what plain ``sfer`` runs)."""
     demo = sub.add_parser(
         "demo",
         help="run a small worked example, then time both ops against NumPy composites (default)",
@@ -174,6 +182,10 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, metavar="S",
                       help="seed of the generated data (default: 0)")
 
+
+
+def _add_grad_command(sub: Any) -> None:
+    """The ``grad`` command's parser."""
     grad = sub.add_parser(
         "grad",
         help="compute the gradient of two .npy files into an .npz file",
@@ -195,12 +207,10 @@ def _build_parser() -> argparse.ArgumentParser:
     grad.add_argument("-q", "--quiet", action="store_true",
                       help="print nothing on success")
 
-    _add_fill_parser(sub)
-    return parser
 
 
-def _add_fill_parser(sub: Any) -> None:
-    """The ``fill`` command: its .npy form and its Parquet form (``--column``)."""
+def _add_fill_command(sub: Any) -> None:
+    """The ``fill`` command's parser: its .npy form and its Parquet form (``--column``)."""
     fill = sub.add_parser(
         "fill",
         help="fill the empty rows of a sparse tensor given as three .npy files (or a list "

@@ -19,8 +19,8 @@ Definitions used by every kernel below:
   output dtype: so float64 is rounded once, and the narrower dtypes twice (to float64, then
   to the output dtype).  The result depends on nothing else: not on the thread count, not on
   the order of the map, not on which code path produced it.  Skipped (referenced) positions
-  add nothing, which is the same as adding ``+0``.  tests/test_summation_order.py pins this
-  order with a pure-Python model of it.
+  add nothing, which is the same as adding ``+0``.  tests/test_grad_summation_order.py pins
+  this order with a pure-Python model of it.
 * Integers: uint64 lanes (wrapping), whose low bits are the exact sum modulo 2**bits whatever
   the signedness.
 

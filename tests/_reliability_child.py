@@ -32,7 +32,7 @@ MODE:
 import os
 import sys
 
-# The installed sfer, never the checkout's source tree; tests/ last (for reference.py,
+# The installed sfer, never the checkout's source tree; tests/ last (for oracle.py,
 # checks.py and test_reliability.py).
 _TESTS_DIR = os.path.dirname(os.path.realpath(__file__))
 _REPO_ROOT = os.path.dirname(_TESTS_DIR)
@@ -495,7 +495,7 @@ def big_mode(path):
 def _grad_leak_calls(grad):
     """(ok calls, failing calls, parallel ok calls, parallel failing calls, tracked objects)
     of the grad op, which the calls make through ``grad``."""
-    from reference import BFLOAT16
+    from oracle import BFLOAT16
 
     rng = np.random.default_rng(3)
     small_g = rng.standard_normal(100)
@@ -566,7 +566,7 @@ def _fill_leak_calls(fill):
     """The same lists for the forward op, which the calls make through ``fill``: general and
     fast path, lists, object values (each object tracked), strings, bfloat16, byte-swapped,
     Fortran-order, rank 1 and 3, N = 0, serial and parallel sizes, and every kind of error."""
-    from reference import BFLOAT16
+    from oracle import BFLOAT16
 
     rng = np.random.default_rng(3)
     shape = [40, 9]

@@ -10,7 +10,7 @@ import hashlib
 
 import numpy as np
 
-from reference import BFLOAT16, native, reference_grad, unreferenced
+from oracle import BFLOAT16, native, reference_grad, unreferenced
 from sfer.reference import sum_mismatch
 
 #: map dtype name -> largest N_full it can address in these tests

@@ -4,7 +4,7 @@ The suite tests the INSTALLED package: the repository root (and the current
 directory, when it is the repository root) are removed from sys.path before
 anything imports sfer, so ``python -m pytest`` cannot pick up the source tree.
 tests/ has no __init__.py; pytest's default "prepend" import mode puts tests/
-on sys.path, which is how ``import reference`` / ``import checks`` work.
+on sys.path, which is how ``import oracle`` / ``import checks`` work.
 
 Hypothesis profiles (select with HYPOTHESIS_PROFILE=<name>):
   ci    (default) moderate number of examples, no deadline
@@ -36,7 +36,7 @@ def _strip_repo_from_sys_path() -> None:
             continue
         keep.append(entry)
     sys.path[:] = keep
-    # make ``import reference`` work under any --import-mode
+    # make ``import oracle`` work under any --import-mode
     tests_dir = str(Path(__file__).resolve().parent)
     if tests_dir not in sys.path:
         sys.path.insert(0, tests_dir)

@@ -3,7 +3,7 @@
 The corpus pins the exact bits that ``sfer.sparse_fill_empty_rows_grad`` returns today
 (``d_values`` and ``d_default_value``) for a few hundred seeded inputs, so that a change
 meant to keep the results (a restructuring, a new kernel, another compiler) can be checked
-bit for bit.  ``tests/make_golden.py --write`` records it; ``tests/test_golden.py`` checks
+bit for bit.  ``tests/make_golden.py --write`` records it; ``tests/test_grad_golden.py`` checks
 it.  Both take every input from this module.
 
 Inputs are regenerated identically on every NumPy version (>= 1.23) and platform:
@@ -89,7 +89,7 @@ _ILL = (0, 60)
 FLOAT_PROFILES = ("wide", "unit", "huge", "tiny", "special", "special_finite", "special_ref",
                   "ill", "tie_lanes", "tie_blocks", "ovf_lanes", "ovf_blocks")
 
-# Planted patterns (tests/test_summation_order.py explains them): groups of (sign, power of
+# Planted patterns (tests/test_grad_summation_order.py explains them): groups of (sign, power of
 # two) or "M" (1e308, two of which overflow float64).  "tie": a tie that one order of the
 # lanes (or blocks) rounds down and the reverse order rounds up; "ovf": [M, M, -M], inf in
 # the documented order, 1e308 in the reverse one.

@@ -9,7 +9,7 @@ from ``sfer._dtypes`` (the one table of supported dtypes), the constants from
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ import pytest
 import sfer
 import sfer._grad
 import sfer._runtime
-from reference import first_bad
+from oracle import first_bad
 from sfer import _dtypes
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "LAYOUTS", "ARRAY_LAYOUTS", "apply_layout", "unaligned", "sentinel_like",
     "CONSTANTS", "BLOCK", "SERIAL_BELOW", "MAX_WINDOW", "MAX_BITMAPS", "NEAR_AHEAD",
     "FAR_AHEAD", "FAR_BYTES", "STREAM_BYTES", "LANES", "MAP_AHEAD", "SCREEN", "MAX_THREADS",
+    "STRING_DTYPE", "same", "FILL_RULES", "broken_fill_inputs",
     "PATHS", "ran_path", "expect_path", "threads_used", "block_ids", "is_block_ordered",
     "expected_path", "assert_path",
 ]
@@ -275,3 +276,93 @@ def assert_path(fn: Callable[[], Any], rim, n_full: int, num_threads=None) -> An
     assert got == want, (f"the call took the {got} path, expected {want} "
                          f"(N={len(rim)}, N_full={n_full}, {used} threads)")
     return res
+
+
+# ---------------------------------------------------------------------------------------------
+# The forward op: comparing results, and its input rules one by one
+
+#: NumPy 2's StringDType, or None
+STRING_DTYPE = getattr(getattr(np, "dtypes", None), "StringDType", None)
+
+
+def same(actual, expected):
+    """Every output of a FillResult equal to the reference's: dtype, shape and bits (objects:
+    the very same objects)."""
+    assert isinstance(actual, sfer.FillResult)
+    for name in sfer.FillResult._fields:
+        a, e = getattr(actual, name), getattr(expected, name)
+        assert a.dtype == e.dtype and a.shape == e.shape, (name, a.dtype, e.dtype, a.shape)
+        if e.dtype.hasobject or e.dtype.kind == "T":
+            assert all(x is y or x == y for x, y in zip(a.tolist(), e.tolist())), name
+        else:
+            assert a.tobytes() == e.tobytes(), name
+
+
+# The base inputs of the rules below (valid: rows 0 and 2 of 3, row 1 empty)
+_I = np.array([[0, 0], [2, 1]], np.int64)
+_V = np.array([1.0, 2.0], np.float32)
+_S = np.array([3, 3], np.int64)
+_D = np.float32(0.0)
+
+
+def _m1(c):  # dense_shape is not a vector
+    c["S"] = c["S"].reshape(1, -1)
+
+
+def _m2(c):  # indices is not a matrix
+    c["I"] = c["I"].reshape(-1)
+
+
+def _m3(c):  # values is not a vector
+    c["V"] = c["V"].reshape(-1, 1)
+
+
+def _m4(c):  # len(values) != indices.shape[0]
+    c["V"] = c["V"][:1]
+
+
+def _m5(c):  # len(dense_shape) != indices.shape[1]
+    c["S"] = np.append(c["S"], 3)
+
+
+def _m6(c):  # default_value is not a scalar
+    c["D"] = np.array([c["D"]])
+
+
+def _m7(c):  # dense_shape is empty (indices [N, 0] so that rule 5 holds)
+    c["I"], c["S"] = c["I"][:, :0], c["S"][:0]
+
+
+def _m8(c):  # dense_shape[0] < 0
+    c["S"] = c["S"].copy()
+    c["S"][0] = -1
+
+
+def _m9(c):  # a row out of range
+    c["I"] = c["I"].copy()
+    c["I"][1, 0] = 99
+
+
+#: (mutation, exception, message) of each input rule of the forward op, in TensorFlow's
+#: order (tests/test_fill_reference.py, tests/test_fill_basic.py)
+FILL_RULES = [
+    (_m1, ValueError, r"^dense_shape must be a vector \(1-D\), got shape \(1, 2\)$"),
+    (_m2, ValueError, r"^indices must be a matrix \(2-D, \[N, R\]\), got shape \(4,\)$"),
+    (_m3, ValueError, r"^values must be a vector \(1-D\), got shape \(2, 1\)$"),
+    (_m4, ValueError, r"^values has length 1 but indices has shape \(2, 2\): len\(values\) "
+                      r"must equal indices.shape\[0\]$"),
+    (_m5, ValueError, r"^dense_shape has length 3 but indices has shape \(2, 2\): "
+                      r"len\(dense_shape\) must equal indices.shape\[1\]$"),
+    (_m6, ValueError, r"^default_value must be a scalar, got shape \(1,\)$"),
+    (_m7, ValueError, r"^dense_shape must not be empty, got shape \(0,\)$"),
+    (_m8, ValueError, r"^dense_shape\[0\] must be >= 0, got -1 \(dense_shape = \[-1, 3\]\)$"),
+    (_m9, IndexError, r"^indices\[1, 0\] = 99 is out of range \[0, 3\)$"),
+]
+
+
+def broken_fill_inputs(*rules: int) -> Dict[str, Any]:
+    """The base inputs with the given rules broken (the later rules' mutations first)."""
+    c: Dict[str, Any] = dict(I=_I.copy(), V=_V.copy(), S=_S.copy(), D=_D)
+    for k in sorted(rules, reverse=True):
+        FILL_RULES[k][0](c)
+    return c

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 import sfer
-from helpers import SERIAL_BELOW
+from helpers import SERIAL_BELOW, same
 from sfer import _fill, reference
-from test_fill import same
 
 THREADS = (1, 2, 3, 16)
 BIG = 2 * SERIAL_BELOW  # entries: threaded

@@ -1,4 +1,4 @@
-"""Differential fuzzing of sfer.sparse_fill_empty_rows_grad against tests/reference.py.
+"""Differential fuzzing of sfer.sparse_fill_empty_rows_grad against tests/oracle.py.
 
 Each example draws a whole call at random:
 
@@ -51,7 +51,7 @@ from helpers import (
     sentinel_like,
 )
 from sfer import reference
-from reference import (
+from oracle import (
     first_bad,
     index_error_message,
     native,

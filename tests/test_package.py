@@ -17,7 +17,7 @@ import sfer
 import sfer._fill
 import sfer._grad
 import sfer._runtime
-from reference import index_error_message, reference_grad, scalar_bits
+from oracle import index_error_message, reference_grad, scalar_bits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PKG_DIR = Path(sfer.__file__).resolve().parent

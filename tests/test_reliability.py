@@ -34,7 +34,7 @@ import sfer
 import sfer._runtime
 from checks import assert_same_fill, check_result, fill_digest
 from helpers import BFLOAT16, unaligned
-from reference import index_error_message
+from oracle import index_error_message
 from sfer import reference
 
 grad = sfer.sparse_fill_empty_rows_grad

@@ -65,7 +65,7 @@ from helpers import (
     threads_used,
     unaligned,
 )
-from reference import (
+from oracle import (
     first_bad,
     index_error_message,
     reference_grad,

@@ -16,7 +16,7 @@ import pytest
 import sfer
 from checks import assert_bits_equal, check_sum
 from helpers import INEXACT_NAMES, dtype_of
-from reference import index_error_message, scalar_bits, unreferenced
+from oracle import index_error_message, scalar_bits, unreferenced
 
 grad = sfer.sparse_fill_empty_rows_grad
 

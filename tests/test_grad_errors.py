@@ -9,7 +9,7 @@ import pytest
 
 import sfer
 from helpers import MAP_NAMES
-from reference import first_bad, index_error_message
+from oracle import first_bad, index_error_message
 
 grad = sfer.sparse_fill_empty_rows_grad
 

@@ -5,7 +5,7 @@ the round trip with the grad op."""
 from __future__ import annotations
 
 import itertools
-from typing import Any, Dict, List, Tuple
+from typing import Any, List, Tuple
 
 import numpy as np
 import pytest
@@ -13,13 +13,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import sfer
-from helpers import BFLOAT16
+from helpers import BFLOAT16, FILL_RULES, STRING_DTYPE, broken_fill_inputs
 from sfer import reference
 
 fill = reference.sparse_fill_empty_rows
 FillResult = reference.FillResult
 
-STRING_DTYPE = getattr(getattr(np, "dtypes", None), "StringDType", None)
 
 
 def _loop(indices: Any, values: Any, dense_rows: int, default: Any) -> Tuple[list, list, list,
@@ -254,72 +253,9 @@ def test_inputs_are_never_modified(rng):
 # ---------------------------------------------------------------------------------------------
 # errors, one rule at a time and in TensorFlow's order
 
-_I = np.array([[0, 0], [2, 1]], np.int64)
-_V = np.array([1.0, 2.0], np.float32)
-_S = np.array([3, 3], np.int64)
-_D = np.float32(0.0)
-
-
-def _m1(c):  # dense_shape is not a vector
-    c["S"] = c["S"].reshape(1, -1)
-
-
-def _m2(c):  # indices is not a matrix
-    c["I"] = c["I"].reshape(-1)
-
-
-def _m3(c):  # values is not a vector
-    c["V"] = c["V"].reshape(-1, 1)
-
-
-def _m4(c):  # len(values) != indices.shape[0]
-    c["V"] = c["V"][:1]
-
-
-def _m5(c):  # len(dense_shape) != indices.shape[1]
-    c["S"] = np.append(c["S"], 3)
-
-
-def _m6(c):  # default_value is not a scalar
-    c["D"] = np.array([c["D"]])
-
-
-def _m7(c):  # dense_shape is empty (indices [N, 0] so that rule 5 holds)
-    c["I"], c["S"] = c["I"][:, :0], c["S"][:0]
-
-
-def _m8(c):  # dense_shape[0] < 0
-    c["S"] = c["S"].copy()
-    c["S"][0] = -1
-
-
-def _m9(c):  # a row out of range
-    c["I"] = c["I"].copy()
-    c["I"][1, 0] = 99
-
-
-#: (mutation, exception, message) of each rule, in TensorFlow's order
-RULES = [
-    (_m1, ValueError, r"^dense_shape must be a vector \(1-D\), got shape \(1, 2\)$"),
-    (_m2, ValueError, r"^indices must be a matrix \(2-D, \[N, R\]\), got shape \(4,\)$"),
-    (_m3, ValueError, r"^values must be a vector \(1-D\), got shape \(2, 1\)$"),
-    (_m4, ValueError, r"^values has length 1 but indices has shape \(2, 2\): len\(values\) "
-                      r"must equal indices.shape\[0\]$"),
-    (_m5, ValueError, r"^dense_shape has length 3 but indices has shape \(2, 2\): "
-                      r"len\(dense_shape\) must equal indices.shape\[1\]$"),
-    (_m6, ValueError, r"^default_value must be a scalar, got shape \(1,\)$"),
-    (_m7, ValueError, r"^dense_shape must not be empty, got shape \(0,\)$"),
-    (_m8, ValueError, r"^dense_shape\[0\] must be >= 0, got -1 \(dense_shape = \[-1, 3\]\)$"),
-    (_m9, IndexError, r"^indices\[1, 0\] = 99 is out of range \[0, 3\)$"),
-]
-
-
-def _broken(*rules: int) -> Dict[str, Any]:
-    """The base inputs with the given rules broken (the later rules' mutations first)."""
-    c: Dict[str, Any] = dict(I=_I.copy(), V=_V.copy(), S=_S.copy(), D=_D)
-    for k in sorted(rules, reverse=True):
-        RULES[k][0](c)
-    return c
+# The base inputs and the rules' mutations are shared with test_fill_basic.py (tests/helpers.py).
+RULES = FILL_RULES
+_broken = broken_fill_inputs
 
 
 def test_base_inputs_are_valid():

@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 import sfer
 from checks import assert_bits_equal, check_result
 from helpers import ARRAY_LAYOUTS, AVAILABLE_GRAD_NAMES, BFLOAT16, MAP_NAMES, apply_layout
-from reference import first_bad, index_error_message, scalar_bits
+from oracle import first_bad, index_error_message, scalar_bits
 
 grad = sfer.sparse_fill_empty_rows_grad
 

@@ -8,7 +8,7 @@ import pytest
 import sfer
 from checks import MAP_CAPACITY, check_result, make_values, map_cases
 from helpers import GRAD_NAMES, MAP_NAMES, dtype_of
-from reference import reference_grad
+from oracle import reference_grad
 
 MAP_CASE_NAMES = [
     "sorted",

@@ -11,7 +11,7 @@ import pytest
 import sfer
 from checks import assert_bits_equal, check_result, check_sum
 from helpers import COMPLEX_NAMES, FLOAT_NAMES, INT_NAMES, dtype_of
-from reference import exact_sum, round_float, scalar_bits, ulp, unreferenced
+from oracle import exact_sum, round_float, scalar_bits, ulp, unreferenced
 
 grad = sfer.sparse_fill_empty_rows_grad
 

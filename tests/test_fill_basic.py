@@ -10,24 +10,11 @@ import numpy as np
 import pytest
 
 import sfer
-import test_reference_fill as spec
-from helpers import BFLOAT16, SERIAL_BELOW
+from helpers import (BFLOAT16, FILL_RULES, SERIAL_BELOW, STRING_DTYPE, broken_fill_inputs,
+                     same)
 from sfer import reference
 
 THREADS = (None, 1, 2, 3, 9, 16)
-
-
-def same(actual, expected):
-    """Every output of a FillResult equal to the reference's: dtype, shape and bits (objects:
-    the very same objects)."""
-    assert isinstance(actual, sfer.FillResult)
-    for name in sfer.FillResult._fields:
-        a, e = getattr(actual, name), getattr(expected, name)
-        assert a.dtype == e.dtype and a.shape == e.shape, (name, a.dtype, e.dtype, a.shape)
-        if e.dtype.hasobject or e.dtype.kind == "T":
-            assert all(x is y or x == y for x, y in zip(a.tolist(), e.tolist())), name
-        else:
-            assert a.tobytes() == e.tobytes(), name
 
 
 def inputs(rng, n, dense_rows, rank, *, order="shuffled", empty=0.1):
@@ -104,7 +91,7 @@ def test_object_and_string_values():
     same(got, want)
     filled = got.output_values[got.empty_row_indicator[got.output_indices[:, 0]]]
     assert all(x is default for x in filled)
-    string_dtype = spec.STRING_DTYPE
+    string_dtype = STRING_DTYPE
     if string_dtype is not None:
         strs = np.array([f"s{i}" * (i % 5) for i in range(500)], dtype=string_dtype())
         same(sfer.sparse_fill_empty_rows(idx, strs, shape, "dflt"),
@@ -138,19 +125,19 @@ def test_general_path_outputs_are_new_and_writeable():
         assert not np.shares_memory(out, idx) and not np.shares_memory(out, vals)
 
 
-@pytest.mark.parametrize("k", range(len(spec.RULES)), ids=[m.__name__ for m, _, _ in spec.RULES])
+@pytest.mark.parametrize("k", range(len(FILL_RULES)), ids=[m.__name__ for m, _, _ in FILL_RULES])
 def test_each_error_as_the_reference(k):
-    c = spec._broken(k)
-    _, exc, msg = spec.RULES[k]
+    c = broken_fill_inputs(k)
+    _, exc, msg = FILL_RULES[k]
     with pytest.raises(exc, match=msg):
         sfer.sparse_fill_empty_rows(c["I"], c["V"], c["S"], c["D"])
 
 
-@pytest.mark.parametrize("a,b", list(itertools.combinations(range(len(spec.RULES)), 2)))
+@pytest.mark.parametrize("a,b", list(itertools.combinations(range(len(FILL_RULES)), 2)))
 def test_errors_in_tensorflows_order(a, b):
     """Two rules broken: the same error, word for word, as the reference's (the earlier rule)."""
-    c = spec._broken(a, b)
-    with pytest.raises(spec.RULES[a][1]) as want:
+    c = broken_fill_inputs(a, b)
+    with pytest.raises(FILL_RULES[a][1]) as want:
         reference.sparse_fill_empty_rows(c["I"], c["V"], c["S"], c["D"])
     with pytest.raises(want.type) as got:
         sfer.sparse_fill_empty_rows(c["I"], c["V"], c["S"], c["D"])
@@ -172,14 +159,12 @@ def test_first_bad_row_whatever_the_thread_count(where):
             sfer.sparse_fill_empty_rows(idx, np.zeros(n), shape, 0.0, num_threads=nt)
 
 
-@pytest.mark.parametrize("case", ["n0", "rows0", "rank1"])
-def test_edges(case):
-    if case == "n0":
-        args = (np.zeros((0, 2), np.int64), np.zeros(0, np.float32), [4, 3], np.float32(1))
-    elif case == "rows0":
-        args = (np.zeros((0, 3), np.int64), np.zeros(0), [0, 2, 2], 0.0)
-    else:
-        args = (np.array([[3], [1], [3]]), np.array([1, 2, 3], np.int16), [5], 7)
+@pytest.mark.parametrize("args", [
+    (np.zeros((0, 2), np.int64), np.zeros(0, np.float32), [4, 3], np.float32(1)),  # no entry
+    (np.zeros((0, 3), np.int64), np.zeros(0), [0, 2, 2], 0.0),                     # no row
+    (np.array([[3], [1], [3]]), np.array([1, 2, 3], np.int16), [5], 7),            # rank 1
+], ids=["n0", "rows0", "rank1"])
+def test_edges(args):
     same(sfer.sparse_fill_empty_rows(*args), reference.sparse_fill_empty_rows(*args))
 
 

@@ -9,7 +9,7 @@ import pytest
 import sfer
 from checks import check_result, make_values
 from helpers import LAYOUTS, GRAD_NAMES, MAP_NAMES, apply_layout, dtype_of, unaligned
-from reference import native
+from oracle import native
 
 SWAPPABLE = [n for n in GRAD_NAMES if n != "bfloat16" and np.dtype(n).itemsize > 1]
 

@@ -11,7 +11,7 @@ import pytest
 
 import sfer
 from helpers import BFLOAT16, INEXACT_NAMES, dtype_of
-from reference import scalar_bits
+from oracle import scalar_bits
 from sfer import reference
 
 grad = sfer.sparse_fill_empty_rows_grad
