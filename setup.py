@@ -168,8 +168,9 @@ def _extension(name):
 
 
 # _runtime: the process-wide state every op shares; _grad: the SparseFillEmptyRowsGrad op;
-# _fill: the SparseFillEmptyRows op.
-extensions = [_extension("_runtime"), _extension("_grad"), _extension("_fill")]
+# _fill: the SparseFillEmptyRows op; _ragged: the ragged <-> sparse conversions.
+extensions = [_extension("_runtime"), _extension("_grad"), _extension("_fill"),
+              _extension("_ragged")]
 
 setup(
     ext_modules=cythonize(

@@ -23,18 +23,25 @@ except ModuleNotFoundError as _exc:  # pragma: no cover - exercised in a subproc
         "source tree, build in place with `python setup.py build_ext --inplace`."
     ) from None
 from sfer import reference
+from sfer._arrow import from_arrow, to_arrow
 from sfer._fill import sparse_fill_empty_rows
-from sfer._result import FillResult, GradResult
+from sfer._ragged import ragged_to_sparse, sparse_to_ragged
+from sfer._result import FillResult, GradResult, SparseCOO
 from sfer._runtime import get_num_threads
 from sfer._version import __version__
 
 __all__ = [
     "FillResult",
     "GradResult",
+    "SparseCOO",
     "__version__",
+    "from_arrow",
     "get_num_threads",
     "openmp_enabled",
+    "ragged_to_sparse",
     "reference",
     "sparse_fill_empty_rows",
     "sparse_fill_empty_rows_grad",
+    "sparse_to_ragged",
+    "to_arrow",
 ]

@@ -5,6 +5,7 @@ Commands::
     sfer [demo] [--size N_FULL] [--dtype DTYPE] [--num-threads N] [--repeat R] [--seed S]
     sfer grad RIM.npy GRAD.npy -o OUT.npz [--num-threads N] [-q]
     sfer fill INDICES.npy VALUES.npy DENSE_SHAPE.npy --default V -o OUT.npz [--num-threads N] [-q]
+    sfer fill DATA.parquet --column NAME --default V -o OUT.npz [--num-threads N] [-q]
 
 ``--threads N`` is an alias of ``--num-threads N`` in every command.
     sfer --version | --help
@@ -209,25 +210,36 @@ def _add_grad_command(sub: Any) -> None:
 
 
 def _add_fill_command(sub: Any) -> None:
-    """The ``fill`` command's parser."""
+    """The ``fill`` command's parser: its .npy form and its Parquet form (``--column``)."""
     fill = sub.add_parser(
         "fill",
-        help="fill the empty rows of a sparse tensor given as three .npy files, into an .npz file",
+        help="fill the empty rows of a sparse tensor given as three .npy files (or a list "
+             "column of a Parquet file), into an .npz file",
+        usage="%(prog)s INDICES.npy VALUES.npy DENSE_SHAPE.npy --default V -o OUT.npz "
+              "[options]\n       %(prog)s DATA.parquet --column NAME --default V -o OUT.npz "
+              "[options]",
         description=(
             "Load indices from INDICES.npy, values from VALUES.npy and dense_shape from "
             "DENSE_SHAPE.npy (memory-mapped, read-only; pickled arrays, i.e. object and "
-            "StringDType values, are refused: save strings as 'U' or 'S'), compute "
-            "sfer.sparse_fill_empty_rows and write OUT.npz holding the arrays "
-            "'output_indices' (int64, shape (N_full, R)), 'output_values' (shape (N_full,)), "
-            "'empty_row_indicator' (bool, shape (dense_shape[0],)) and 'reverse_index_map' "
-            "(int64, shape (N,)). OUT.npz is written to exactly the path given."
+            "StringDType values, are refused: save strings as 'U' or 'S'), or, with --column, "
+            "the list column NAME of DATA.parquet as sfer.from_arrow reads it (needs pyarrow: "
+            "sfer[arrow]); compute sfer.sparse_fill_empty_rows and write OUT.npz holding the "
+            "arrays 'output_indices' (int64, shape (N_full, R)), 'output_values' (shape "
+            "(N_full,)), 'empty_row_indicator' (bool, shape (dense_shape[0],)) and "
+            "'reverse_index_map' (int64, shape (N,)); from Parquet also 'dense_shape'. "
+            "OUT.npz is written to exactly the path given."
         ),
     )
     fill.add_argument("indices", metavar="INDICES.npy",
-                      help="2-D integer array [N, R]: the entries' coordinates (column 0: row)")
-    fill.add_argument("values", metavar="VALUES.npy", help="1-D array [N]: the entries' values")
-    fill.add_argument("dense_shape", metavar="DENSE_SHAPE.npy",
+                      help="2-D integer array [N, R]: the entries' coordinates (column 0: "
+                           "row); with --column: DATA.parquet")
+    fill.add_argument("values", metavar="VALUES.npy", nargs="?",
+                      help="1-D array [N]: the entries' values")
+    fill.add_argument("dense_shape", metavar="DENSE_SHAPE.npy", nargs="?",
                       help="1-D integer array [R]: the dense tensor's shape")
+    fill.add_argument("--column", metavar="NAME", default=None,
+                      help="read DATA.parquet's list column NAME (list, large_list or "
+                           "fixed_size_list, nested or not; a null list is an empty row)")
     fill.add_argument("--default", required=True, metavar="V", dest="default_value",
                       help="default_value, the value of the entry added to each empty row, "
                            "read as VALUES' dtype: a number (an int if it parses as one, else "
@@ -406,11 +418,59 @@ def _default_from_text(text: str, dtype: Any) -> Any:
     raise CLIError(f"--default {text!r} is not a number (values have dtype {dtype})")
 
 
+def _load_parquet_column(path: str, name: str) -> Any:
+    """Column ``name`` of the Parquet file ``path`` (a pyarrow ChunkedArray); CLIError
+    (status 2) for a file or column that cannot be read, (status 1) without pyarrow."""
+    try:
+        import pyarrow.parquet as pq  # type: ignore  # (no stubs; absent without sfer[arrow])
+    except ImportError:
+        raise CLIError(_errors.arrow_needs_pyarrow("sfer fill DATA.parquet"),
+                       EXIT_FAILURE) from None
+    try:
+        schema = pq.read_schema(path)
+        if name not in schema.names:
+            raise CLIError(f"{path!r} has no column {name!r} (its columns: "
+                           f"{', '.join(schema.names)})")
+        return pq.read_table(path, columns=[name]).column(name)
+    except (OSError, ValueError) as exc:  # missing, unreadable, not Parquet (ArrowInvalid)
+        raise CLIError(f"cannot read Parquet file {path!r}: {_reason(exc)}") from None
+
+
+def _cmd_fill_parquet(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import sfer
+
+    column = _load_parquet_column(args.indices, args.column)
+    coo = _call_op(sfer.from_arrow, column, num_threads=args.threads)
+    default_value = _default_from_text(args.default_value, coo.values.dtype)
+    result = _call_op(sfer.sparse_fill_empty_rows, *coo, default_value,
+                      num_threads=args.threads)
+    arrays = {name: np.asarray(array) for name, array in zip(result._fields, result)}
+    _save_npz(args.output, {**arrays, "dense_shape": coo.dense_shape})
+    if not args.quiet:
+        empty = result.empty_row_indicator
+        print(f"wrote {args.output}: column {args.column!r} of {args.indices}, "
+              f"output_indices shape {result.output_indices.shape}, output_values "
+              f"{result.output_values.dtype} shape {result.output_values.shape}; "
+              f"{int(np.count_nonzero(empty))} of {empty.shape[0]} rows were empty and got "
+              f"the default")
+    return EXIT_OK
+
+
 def _cmd_fill(args: argparse.Namespace) -> int:
     import numpy as np
 
     import sfer
 
+    given = (args.values is not None) + (args.dense_shape is not None)
+    if args.column is not None:
+        if given:
+            raise CLIError("fill: --column takes one file, DATA.parquet")
+        return _cmd_fill_parquet(args)
+    if given < 2:
+        raise CLIError("fill: expected INDICES.npy VALUES.npy DENSE_SHAPE.npy, or "
+                       "DATA.parquet --column NAME")
     indices = _load_npy(args.indices, "indices")
     values = _load_npy(args.values, "values")
     dense_shape = _load_npy(args.dense_shape, "dense_shape")

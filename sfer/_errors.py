@@ -166,3 +166,62 @@ def default_overflows(shown: Any, dtype: Any) -> str:
 
 def default_not_datetime(shown: Any, exc: BaseException) -> str:
     return f"default_value = {shown} is not a datetime64: {exc}"
+
+
+# ------------------------------------------------------------- ragged and Arrow conversions
+
+
+def splits_empty(name: str) -> str:
+    return f"{name} must not be empty: row splits start with 0 (the splits of no rows are [0])"
+
+
+def splits_not_at_zero(name: str, first: Any) -> str:
+    return f"{name} must start at 0, got {name}[0] = {first}"
+
+
+def splits_decrease(name: str, i: Any, before: Any, after: Any) -> str:
+    """``name[i] = after`` is below ``name[i - 1] = before``."""
+    return (f"{name} must never decrease, got {name}[{i - 1}] = {before} followed by "
+            f"{name}[{i}] = {after}")
+
+
+def splits_wrong_end(name: str, last: Any, length: Any, of: str) -> str:
+    """The last split is not the length of the next level (``of``: what that level is)."""
+    return (f"{name} must end at the length of {of} ({length}), got {name}[-1] = {last}")
+
+
+def splits_too_large(name: str, i: Any, value: Any) -> str:
+    return f"{name}[{i}] = {value} is beyond int64's maximum (2**63 - 1)"
+
+
+def values_scalar(shape: Any) -> str:
+    return f"values must be at least 1-D (one item per entry), got shape {shape}"
+
+
+def sparse_not_rank_2(shape: Any) -> str:
+    return (f"sparse_to_ragged takes a rank-2 sparse tensor: dense_shape must have length 2, "
+            f"got dense_shape of shape {shape}")
+
+
+def sparse_row_out_of_order(i: Any, row: Any, before: Any) -> str:
+    return (f"indices must be in row-major order: indices[{i}, 0] = {row} follows row "
+            f"{before}")
+
+
+def sparse_not_right_ragged(i: Any, col: Any, want: Any) -> str:
+    return (f"the sparse tensor is not right-ragged (each row's columns must be 0, 1, 2, ...): "
+            f"indices[{i}, 1] = {col}, expected {want}")
+
+
+def arrow_type(got: Any) -> str:
+    return (f"from_arrow takes a pyarrow ListArray, LargeListArray, FixedSizeListArray, a "
+            f"ChunkedArray of these or a polars List Series, got {got}")
+
+
+def arrow_null_item(row: Any, position: Any) -> str:
+    return (f"the list column has a null item at row {row}, position {position}: sfer's values "
+            f"have no nulls (fill or drop them first, e.g. pyarrow.compute.fill_null)")
+
+
+def arrow_needs_pyarrow(what: str) -> str:
+    return (f"{what} needs pyarrow: pip install 'sfer[arrow]' (or pip install pyarrow)")

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["FillResult", "GradResult"]
+__all__ = ["FillResult", "GradResult", "SparseCOO"]
 
 
 class GradResult(NamedTuple):
@@ -31,3 +31,16 @@ class FillResult(NamedTuple):
     """bool, shape ``(dense_shape[0],)``: True where the row had no entry."""
     reverse_index_map: np.ndarray
     """int64, shape ``(N,)``: the output position of each input entry."""
+
+
+class SparseCOO(NamedTuple):
+    """A COO sparse tensor, as :func:`sfer.ragged_to_sparse` and :func:`sfer.from_arrow` return
+    it: ``sfer.sparse_fill_empty_rows(*coo, default_value)`` takes it as it is."""
+
+    indices: np.ndarray
+    """int64, shape ``(N, R)``: the entries' coordinates, in row-major order."""
+    values: np.ndarray
+    """shape ``(N,)``: the entries' values (a view of the ragged values where NumPy can make
+    one)."""
+    dense_shape: np.ndarray
+    """int64, shape ``(R,)``: the bounding shape."""

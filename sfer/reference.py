@@ -141,15 +141,18 @@ from sfer import _dtypes, _errors
 from sfer._fill_inputs import fill_inputs  # the forward op's input rules, shared with sfer._fill
 from sfer._grad_inputs import as_vector as _as_vector  # the grad's input rules, shared with
 from sfer._grad_inputs import check_dtypes as _check_dtypes  # sfer._grad
-from sfer._result import FillResult, GradResult
+from sfer._ragged_inputs import check_sparse_entries, check_splits, ragged_inputs, sparse_inputs
+from sfer._result import FillResult, GradResult, SparseCOO
 
 __all__ = [
     "FillResult",
     "error_bound",
     "exact_sum",
     "mismatches",
+    "ragged_to_sparse",
     "sparse_fill_empty_rows",
     "sparse_fill_empty_rows_grad",
+    "sparse_to_ragged",
     "sum_mismatch",
     "unreferenced",
 ]
@@ -578,3 +581,58 @@ def _checked_rows(idx: np.ndarray, dense_rows: int) -> np.ndarray:
         i = int(first[0])
         raise IndexError(_errors.row_out_of_range(i, int(rows[i]), dense_rows))
     return rows.astype(np.int64)
+
+
+# ------------------------------------------------------------------ the ragged conversions
+
+
+def ragged_to_sparse(values: Any, row_splits: Any) -> SparseCOO:
+    """``tf.RaggedTensor.from_nested_row_splits(values, row_splits).to_sparse()`` in NumPy:
+    the specification of :func:`sfer.ragged_to_sparse` (same inputs, same errors).
+
+    Each item of the last level gets ``[row, position in its row at each ragged level...]``,
+    found level by level from the innermost (``np.repeat`` of the row numbers by the row
+    lengths); values with inner dimensions repeat that prefix once per inner item, followed
+    by the item's position in ``values.shape[1:]`` in row-major order.
+
+    >>> import numpy as np
+    >>> from sfer import reference
+    >>> reference.ragged_to_sparse(np.array([1.0, 2.0, 3.0]), [0, 1, 1, 3]).indices.tolist()
+    [[0, 0], [2, 0], [2, 1]]
+    """
+    vals, splits, names = ragged_inputs(values, row_splits)
+    check_splits(splits, names, vals.shape[0])
+    n = vals.shape[0]
+    child = np.arange(n, dtype=np.int64)
+    columns: List[np.ndarray] = []
+    for s in reversed(splits):
+        row = np.repeat(np.arange(s.shape[0] - 1, dtype=np.int64), np.diff(s))[child]
+        columns.insert(0, child - s[row])
+        child = row
+    columns.insert(0, child)
+    prefix = np.stack(columns, axis=1)
+    inner = vals.shape[1:]
+    m = math.prod(inner)
+    suffix = np.indices(inner, dtype=np.int64).reshape(len(inner), m).T
+    indices = np.concatenate([np.repeat(prefix, m, axis=0), np.tile(suffix, (n, 1))], axis=1)
+    widths = [int(np.diff(s).max()) if s.shape[0] > 1 else 0 for s in splits]
+    dense_shape = np.array([splits[0].shape[0] - 1, *widths, *inner], dtype=np.int64)
+    return SparseCOO(indices.astype(np.int64), vals.reshape(-1), dense_shape)
+
+
+def sparse_to_ragged(indices: Any, values: Any, dense_shape: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """``tf.RaggedTensor.from_sparse`` in NumPy: the specification of
+    :func:`sfer.sparse_to_ragged`: ``(values, row_splits)``, the splits the cumulative count
+    of each row's entries, after the entries are checked in order (rows in range and never
+    decreasing, columns ``0, 1, 2, ...`` within each row).
+
+    >>> from sfer import reference
+    >>> reference.sparse_to_ragged([[0, 0], [2, 0], [2, 1]], [1, 2, 3], [4, 5])[1].tolist()
+    [0, 1, 1, 3, 3]
+    """
+    ind, vals, given, rows = sparse_inputs(indices, values, dense_shape)
+    check_sparse_entries(ind, given, rows)
+    counts = np.bincount(ind[:, 0], minlength=rows)
+    splits = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=splits[1:])
+    return vals, splits

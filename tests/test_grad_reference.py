@@ -22,7 +22,8 @@ def test_public_api():
     assert "reference" in sfer.__all__
     assert set(reference.__all__) == {"FillResult", "error_bound", "exact_sum", "mismatches",
                                       "sparse_fill_empty_rows", "sparse_fill_empty_rows_grad",
-                                      "sum_mismatch", "unreferenced"}
+                                      "sum_mismatch", "unreferenced", "ragged_to_sparse",
+                                      "sparse_to_ragged"}
     for name in reference.__all__:
         assert hasattr(reference, name), name
 

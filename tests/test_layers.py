@@ -131,9 +131,14 @@ def test_layers_hold():
         "sfer._convert": {"sfer._errors"},
         "sfer._grad_inputs": {"sfer._errors", "sfer._dtypes", "sfer._convert", "sfer._runtime"},
         "sfer._fill_inputs": {"sfer._errors", "sfer._dtypes", "sfer._convert"},
+        "sfer._ragged_inputs": {"sfer._errors", "sfer._convert"},
+        "sfer._arrow": {"sfer._errors", "sfer._ragged", "sfer._result"},
     }
     for module, allowed in below.items():
         assert graph[module] <= allowed, (module, graph[module] - allowed)
-    for module in ("sfer._grad", "sfer._fill"):
+    for module in ("sfer._grad", "sfer._fill", "sfer._ragged"):
         assert "sfer" not in graph[module] and "sfer.reference" not in graph[module]
+        assert "sfer._arrow" not in graph[module]
     assert "sfer._grad" not in graph["sfer._fill"] and "sfer._fill" not in graph["sfer._grad"]
+    for module in ("sfer._grad", "sfer._fill"):
+        assert "sfer._ragged" not in graph[module] and module not in graph["sfer._ragged"]
