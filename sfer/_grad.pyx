@@ -303,7 +303,7 @@ cdef inline int64_t walk_groups(const val_t *g, const idx_t *rim, val_t *d, cons
     # entries from j on while they lie in the window [wstart, wstart + wlen), and returns the
     # first j that does not (or the last group's end: block_walk's loop does the rest).  One
     # map prefetch and one loop test per group: the one-thread walk is bound by the count of
-    # instructions per entry, not by memory (benchmarks/README.md, "The grad's walk").
+    # instructions per entry (benchmarks/README.md, "The grad's walk on one thread").
     cdef uint64_t u
     cdef int i
     cdef int64_t n = c.n

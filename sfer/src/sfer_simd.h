@@ -46,9 +46,9 @@ static inline int64_t sfer_masked_sum_f32_sse2(const float *g, const uint8_t *ma
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 /* The float32 loop with AVX2, for the CPUs that have it (checked at run time: the build
-   targets SSE2): half the instructions of the SSE2 loop, which bound the one-thread block
-   walk's sums (benchmarks/README.md, "The grad's walk").  Lanes 0-3 in a0, 4-7 in a1: the
-   same lanes and order, so the same bits. */
+   targets SSE2): half the instructions of the SSE2 loop, whose count bounds the one-thread
+   block walk's sums (benchmarks/README.md, "The grad's walk on one thread").  Lanes 0-3 in
+   a0, 4-7 in a1: the same lanes and order, so the same bits. */
 __attribute__((target("avx2")))
 static int64_t sfer_masked_sum_f32_avx2(const float *g, const uint8_t *mark, int64_t len,
                                         double *s) {
