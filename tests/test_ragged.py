@@ -311,7 +311,7 @@ def test_sparse_to_ragged_first_error_every_thread_count():
 # --------------------------------------------------------------------- fork
 
 
-def test_fork_child_runs_serially():
+def test_fork_child_runs_serially(tmp_path):
     code = textwrap.dedent("""
         import os, numpy as np, sfer, sfer._runtime
         s = np.arange(0, 400_001, 4, dtype=np.int64)
@@ -328,6 +328,6 @@ def test_fork_child_runs_serially():
         print(os.waitstatus_to_exitcode(status))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, cwd=tmp_path)  # not the checkout: the installed sfer
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0"
