@@ -77,6 +77,7 @@ cdef enum:
     BLOCK = 4096            # positions per summation block (a multiple of 8)
     LANES = 8               # lanes of a block sum (complex: LANES // 2 per part)
     MAP_AHEAD = 512         # block walk: prefetch the map this many entries ahead
+    GROUP = 8               # block walk: entries per step of its hot loop (walk_groups)
     SCREEN = 256            # entries looks_block_ordered checks at the start, and spread out
     MAX_WINDOW = 16         # blocks per window of a single-threaded block walk
     MAX_BITMAPS = 8         # up to this many threads, each has a bitmap of its own on the
@@ -295,6 +296,31 @@ cdef inline int64_t lower_bound(const idx_t *rim, int64_t n, uint64_t x) noexcep
     return lo
 
 
+cdef inline int64_t walk_groups(const val_t *g, const idx_t *rim, val_t *d, const grad_call *c,
+                                uint8_t *mark, int64_t j, uint64_t wstart,
+                                uint64_t wlen) noexcept nogil:
+    # d[j:], mark: out.  block_walk's hot loop, GROUP entries a step: gathers and marks the
+    # entries from j on while they lie in the window [wstart, wstart + wlen), and returns the
+    # first j that does not (or the last group's end: block_walk's loop does the rest).  One
+    # map prefetch and one loop test per group: the one-thread walk is bound by the count of
+    # instructions per entry (benchmarks/README.md, "The grad's walk on one thread").
+    cdef uint64_t u
+    cdef int i
+    cdef int64_t n = c.n
+    cdef bint stream = c.stream
+    while j + GROUP <= n:
+        for i in range(GROUP):
+            u = index_key(rim[j + i]) - wstart
+            if u >= wlen:
+                return j + i
+            store_item(&d[j + i], &g[wstart + u], stream)
+            mark[u] = 1
+        # The map, MAP_AHEAD entries on: possibly past its end, so as an integer address.
+        sfer_prefetch_addr(<uintptr_t>rim + <uintptr_t>(j + MAP_AHEAD) * sizeof(idx_t))
+        j += GROUP
+    return j
+
+
 cdef int block_walk(const val_t *g, const idx_t *rim, val_t *d, grad_call *c, int64_t b0,
                     int64_t b1, int64_t window, int64_t *j_range) noexcept nogil:
     # d, c.parts[b0:b1], j_range: out; c.abort: in/out (shared by all threads).
@@ -323,6 +349,9 @@ cdef int block_walk(const val_t *g, const idx_t *rim, val_t *d, grad_call *c, in
         wlen = <uint64_t>min(window * BLOCK, k1 - w * BLOCK)
         memset(mark, 0, wlen)
         while j < n:    # the hot loop: one subtraction and one compare per entry
+            j = walk_groups(g, rim, d, c, mark, j, wstart, wlen)
+            if j >= n:
+                break
             u = index_key(rim[j]) - wstart
             if u >= wlen:
                 if index_key(rim[j]) < wstart:   # an entry of an earlier window: not ordered
