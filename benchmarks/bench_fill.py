@@ -5,8 +5,8 @@ Four cases (float32 values, rank R = 2, about 2 entries per non-empty row), each
 issue's target for the ratio TF time / sfer time:
 
 * ``small``     -- 500 rows, 10% empty (N ~ 900), rows sorted:          sfer >= 8x faster
-* ``sorted``    -- 5e6 rows, 10% empty (N ~ 9e6), rows sorted:          >= 4x, and >= 50% of
-                   the parallel-copy bandwidth by least bytes moved
+* ``sorted``    -- 5e6 rows, 10% empty (N ~ 9e6), rows sorted:          >= 6x, and one thread
+                   within 1.0x the NumPy floor
 * ``shuffled``  -- the same entries randomly permuted:                  >= 8x
 * ``no-empty``  -- 5e6 rows, none empty (N ~ 1e7), rows sorted:          >= 2x (both ops take
                    their fast path: the outputs are the inputs)
@@ -19,6 +19,13 @@ case's inputs from .npy files written here, saves its outputs as .npy files (sfe
 them bit for bit), and takes timing samples when asked, over a pipe.  The two processes take
 turns, in interleaved rounds (TF's samples, then sfer's, then TF's, ...), so that drift in the
 machine's speed falls on both.
+
+Beside sfer, in the same rounds, two floors (one thread, NumPy only; see ``make_floors``):
+
+* the **NumPy floor**: ``np.empty`` of the four outputs, slice assignments of ``indices`` and
+  ``values`` into the first N slots, ``empty_row_indicator`` and ``reverse_index_map`` filled
+  (each output byte written once, each input byte read once);
+* the **call floor**: the four ``np.empty`` calls and the FillResult tuple, nothing written.
 
 sfer is timed with ``num_threads=None`` (the default; the targets are judged on it) and with
 each ``--threads`` count, beside a parallel ``np.copyto`` of the case's least bytes (the copy
@@ -82,11 +89,12 @@ class Case:
     order: str  # "sorted": rows non-decreasing; "shuffled": the sorted entries permuted
     target_vs_tf: float  # TF time / sfer time, at least
     target_copy: Optional[float] = None  # copy time / sfer time (fraction of copy BW), at least
+    target_floor: Optional[float] = None  # sfer 1 thread / NumPy floor, at most
 
 
 CASES = (
     Case("small", 500, 0.1, "sorted", 8.0),
-    Case("sorted", 5_000_000, 0.1, "sorted", 4.0, 0.5),
+    Case("sorted", 5_000_000, 0.1, "sorted", 6.0, None, 1.0),
     Case("shuffled", 5_000_000, 0.1, "shuffled", 8.0),
     Case("no-empty", 5_000_000, 0.0, "sorted", 2.0),
 )
@@ -292,6 +300,35 @@ def compare(result: Any, expected: Dict[str, np.ndarray]) -> List[str]:
     return problems
 
 
+def make_floors(inputs: Dict[str, np.ndarray],
+                n_full: int) -> List[Tuple[str, Callable[[], Any]]]:
+    """The NumPy floor and the call floor of a case (one thread each; see the header)."""
+    from sfer._result import FillResult
+
+    indices, values = inputs["indices"], inputs["values"]
+    n, rank = indices.shape
+    rows = int(inputs["dense_shape"][0])
+    new = tuple.__new__
+
+    def numpy_floor() -> Any:
+        out_ind = np.empty((n_full, rank), np.int64)
+        out_vals = np.empty(n_full, values.dtype)
+        empty = np.empty(rows, np.bool_)
+        rim = np.empty(n, np.int64)
+        out_ind[:n] = indices
+        out_vals[:n] = values
+        empty[:] = False
+        rim[:] = 0
+        return new(FillResult, (out_ind, out_vals, empty, rim))
+
+    def call_floor() -> Any:
+        return new(FillResult, (np.empty((n_full, rank), np.int64),
+                                np.empty(n_full, values.dtype), np.empty(rows, np.bool_),
+                                np.empty(n, np.int64)))
+
+    return [("numpy floor", numpy_floor), ("call floor", call_floor)]
+
+
 def stats(samples: Sequence[float], number: int) -> Dict[str, Any]:
     """Median and quartiles of seconds per call, and the samples themselves (in the order
     taken: the spread on a shared machine is often bimodal, which quartiles hide)."""
@@ -333,7 +370,7 @@ def bench_case(case: Case, dense_rows: int, configs: Sequence[Optional[int]],
         progress(f"{case.name}: N = {n:,}; computing sfer.reference's outputs")
         expected = dict(zip(OUTPUTS, sfer.reference.sparse_fill_empty_rows(**inputs)))
         oracle = "sfer.reference"
-    n_full = expected["output_values"].shape[0]
+    n_full = int(expected["output_values"].shape[0])
 
     # Verify every thread count (each first call is also its warm-up).
     problems: List[str] = []
@@ -355,6 +392,7 @@ def bench_case(case: Case, dense_rows: int, configs: Sequence[Optional[int]],
     nbytes = least_bytes(n, n_full, 2, dense_rows)
     local: List[Tuple[str, Callable[[], Any]]] = [
         (f"sfer {thread_label(t)}", functools.partial(run, t)) for t in configs]
+    local += make_floors(inputs, n_full)
     buffers = None
     if nbytes >= COPY_MIN_BYTES:
         # np.copyto of nbytes / 2 bytes moves nbytes (read + write), the case's least traffic
@@ -406,7 +444,9 @@ def bench_case(case: Case, dense_rows: int, configs: Sequence[Optional[int]],
             "ratio_vs_tf": tf_seconds / seconds if tf_seconds else None,
             "gbs": nbytes / seconds / 1e9,
             "fraction_of_copy": (timings["copy"]["median"] / seconds
-                                 if "copy" in timings else None)}
+                                 if "copy" in timings else None),
+            "vs_numpy_floor": seconds / timings["numpy floor"]["median"],
+            "vs_call_floor": seconds / timings["call floor"]["median"]}
     default = sfer_rows["default"]
     record = {
         "case": case.name, "order": case.order, "empty_fraction": case.empty_fraction,
@@ -414,6 +454,11 @@ def bench_case(case: Case, dense_rows: int, configs: Sequence[Optional[int]],
         "empty_rows": n_full - n, "least_bytes": nbytes, "sfer_fast_path": fast_path,
         "oracle": oracle, "verified": not problems,
         "tf_seconds": tf_seconds,
+        "numpy_floor_seconds": timings["numpy floor"]["median"],
+        "call_floor_seconds": timings["call floor"]["median"],
+        "target_floor": case.target_floor,
+        "met_floor": (sfer_rows["1"]["vs_numpy_floor"] <= case.target_floor
+                      if case.target_floor is not None and "1" in sfer_rows else None),
         "tf_numpy_seconds": timings["op+numpy"]["median"] if "op+numpy" in timings else None,
         "sfer": sfer_rows,
         "copy_threads": copy_threads if "copy" in timings else None,
@@ -492,6 +537,31 @@ def header_lines(info: Dict[str, Any], budget: float, quick: bool) -> List[str]:
     return lines
 
 
+def floor_lines(records: List[Dict[str, Any]], labels: Sequence[str]) -> List[str]:
+    """The floors' table: sfer's time over the NumPy floor's and the call floor's."""
+    lines = [
+        "",
+        "## sfer against the floors (one run: the same rounds)",
+        "",
+        "| case | NumPy floor | call floor | "
+        + " | ".join(f"sfer {lbl} / NumPy floor" for lbl in labels) + " | "
+        + " | ".join(f"sfer {lbl} / call floor" for lbl in labels)
+        + " | target (1 thr / NumPy floor) | met |",
+        "|---|---:|---:|" + "---:|" * (2 * len(labels)) + "---|---|",
+    ]
+    for rec in records:
+        cells = [f"{rec['sfer'][lbl]['vs_numpy_floor']:.2f}×" for lbl in labels]
+        cells += [f"{rec['sfer'][lbl]['vs_call_floor']:.2f}×" for lbl in labels]
+        target = "–" if rec["target_floor"] is None else f"≤ {rec['target_floor']:g}×"
+        lines.append(f"| {rec['case']} | {fmt_ms(rec['numpy_floor_seconds'])} "
+                     f"| {fmt_ms(rec['call_floor_seconds'])} | " + " | ".join(cells)
+                     + f" | {target} | {fmt_met(rec['met_floor'])} |")
+    lines += ["", "NumPy floor: np.empty of the four outputs, indices and values copied into "
+              "them by slice assignment, the two flags filled (one thread). Call floor: the "
+              "four np.empty calls and the FillResult tuple."]
+    return lines
+
+
 def markdown_report(info: Dict[str, Any], records: List[Dict[str, Any]],
                     configs: Sequence[Optional[int]], problems: List[str], budget: float,
                     quick: bool) -> str:
@@ -523,6 +593,7 @@ def markdown_report(info: Dict[str, Any], records: List[Dict[str, Any]],
     lines += ["", "(k thr): the thread count sfer's call ran with, shown for `default` and where "
               "it differs from the request (small inputs run on one thread). TensorFlow's CPU "
               "kernel is a serial loop. `met` compares TF / sfer default with the target."]
+    lines += floor_lines(records, labels)
     copy_records = [rec for rec in records if rec["copy_gbs"] is not None]
     if copy_records:
         lines += [
@@ -548,12 +619,14 @@ def markdown_report(info: Dict[str, Any], records: List[Dict[str, Any]],
         "Interquartile range / median, and samples × calls per sample.",
         "",
         "| case | " + " | ".join(["TF op", "TF + .numpy()"] + [f"sfer {lbl}" for lbl in labels]
-                                 + ["copy"]) + " | TF worker CPU while sfer ran |",
-        "|---|" + "---:|" * (len(labels) + 4),
+                                 + ["copy", "numpy floor", "call floor"])
+        + " | TF worker CPU while sfer ran |",
+        "|---|" + "---:|" * (len(labels) + 6),
     ]
     for rec in records:
         cells = []
-        for key in ["op", "op+numpy"] + [f"sfer {lbl}" for lbl in labels] + ["copy"]:
+        for key in (["op", "op+numpy"] + [f"sfer {lbl}" for lbl in labels]
+                    + ["copy", "numpy floor", "call floor"]):
             t = rec["timings"].get(key)
             cells.append("–" if t is None else
                          f"{100 * (t['q75'] - t['q25']) / t['median']:.0f}% "
