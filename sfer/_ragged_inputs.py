@@ -47,11 +47,7 @@ def splits_names(k: int, nested: bool) -> List[str]:
 
 def _as_splits(obj: Any, name: str) -> np.ndarray:
     """One splits vector as int64 (C-contiguous, aligned); a uint64 beyond int64 is an error."""
-    arr = obj if isinstance(obj, np.ndarray) else as_array(obj, name)
-    if arr.size == 0 and arr.dtype.kind not in "iu":
-        arr = arr.astype(np.int64)
-    if arr.dtype.kind not in "iu":
-        raise TypeError(_errors.not_integer(name, arr.dtype))
+    arr = _as_index_array(obj, name)
     if arr.ndim != 1:
         raise ValueError(_errors.not_1d(name, arr.shape))
     if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size:
@@ -132,6 +128,7 @@ def sparse_inputs(indices: Any, values: Any, dense_shape: Any
 
 
 def _as_index_array(obj: Any, name: str) -> np.ndarray:
+    """An integer array (an empty non-integer sequence becomes int64); TypeError otherwise."""
     arr = obj if isinstance(obj, np.ndarray) else as_array(obj, name)
     if arr.size == 0 and arr.dtype.kind not in "iu":
         arr = arr.astype(np.int64)
