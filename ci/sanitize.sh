@@ -134,7 +134,12 @@ export SFER_SANITIZE=1
 export PYTHONMALLOC=${PYTHONMALLOC:-malloc}
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1:detect_stack_use_after_return=1:log_path=$LOGS/asan${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_path=$LOGS/ubsan${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
-PRELOAD="$LIBASAN${LD_PRELOAD:+:$LD_PRELOAD}"
+# libstdc++ right after libasan: ASan intercepts __cxa_throw and must find the real one when a
+# C++ library (pyarrow's Parquet reader, in tests/test_arrow.py) throws; with libstdc++ loaded
+# only later by dlopen, ASan's interceptor has no real function and aborts the process.
+LIBSTDCXX=$("$BASE_CC" -print-file-name=libstdc++.so.6)
+[[ -f $LIBSTDCXX ]] || { echo "sanitize: no libstdc++.so.6 from $BASE_CC" >&2; exit 1; }
+PRELOAD="$LIBASAN:$LIBSTDCXX${LD_PRELOAD:+:$LD_PRELOAD}"
 SIGNATURES='ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error: |SUMMARY: (Address|UndefinedBehavior)Sanitizer'
 
 print_reports() {   # print the report files; return 0 when there were any
