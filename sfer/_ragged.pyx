@@ -8,7 +8,8 @@
 of a level: the first decrease, the widest row), checked in TensorFlow's order, and then the
 entries of the last level are cut into one contiguous slice per thread.  Each thread finds the
 row of its first entry at every level by binary search, then walks its entries and rows
-forward, writing ``indices`` (int64, ``[N * inner, k + values.ndim]``).  No output depends on
+forward, writing ``indices`` (int64, ``[N * inner, k + values.ndim]``); one level of 1-D values
+takes ``src/sfer_ragged.h``, which writes short rows in fixed steps (no branch per row's end).  No output depends on
 the thread count; the values are handed back as they are (a view), flattened as TensorFlow
 flattens them.
 
@@ -41,6 +42,10 @@ cnp.import_array()
 cdef extern from "numpy/arrayobject.h":
     # A view of the whole array with its own dtype and type (NULL, NULL).
     object PyArray_View(cnp.ndarray, void *, void *)
+
+cdef extern from "src/sfer_ragged.h":
+    void sfer_flat_rows(const int64_t *s, int64_t r, int64_t j0, int64_t j1,
+                        int64_t *out) noexcept nogil
 
 cdef object _tuple_new = tuple.__new__
 cdef list _ONE_NAME = ["row_splits"]
@@ -113,18 +118,8 @@ cdef inline int64_t row_of(const int64_t *s, int64_t length, int64_t j) noexcept
 
 
 cdef void write_flat(const ragged_call *c, int64_t j0, int64_t j1) noexcept nogil:
-    # One level, 1-D values: out[j] = [row, j - s[row]] for j0 <= j < j1.
-    cdef const int64_t *s = c.splits[0]
-    cdef int64_t *out = c.out
-    cdef int64_t r = row_of(s, c.lens[0], j0), j = j0, jj, start, end
-    while j < j1:
-        start = s[r]
-        end = min(s[r + 1], j1)
-        for jj in range(j, end):
-            out[2 * jj] = r
-            out[2 * jj + 1] = jj - start
-        j = max(j, end)
-        r += 1
+    # One level, 1-D values: out[j] = [row, j - s[row]] for j0 <= j < j1 (src/sfer_ragged.h).
+    sfer_flat_rows(c.splits[0], row_of(c.splits[0], c.lens[0], j0), j0, j1, c.out)
 
 
 cdef void expand(int64_t *row, int64_t lead, const ragged_call *c, int64_t cols) noexcept nogil:

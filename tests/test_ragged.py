@@ -157,6 +157,22 @@ def test_row_skew_and_long_rows():
                     reference.ragged_to_sparse(values, splits))
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_row_lengths_around_the_wide_step(seed):
+    # The one-level writer takes short rows in steps of 16 entries and writes past a row's
+    # end (the next rows overwrite it), but never within 16 entries of its slice's end: rows
+    # of every length near the step, with slices cut at every thread count.
+    rng = np.random.default_rng(seed)
+    lengths = rng.choice([0, 1, 2, 15, 16, 17, 31, 32, 33, 47, 48, 49], size=300)
+    splits = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    values = np.arange(int(splits[-1]), dtype=np.float64)
+    for size in (1, 2, 3, 17, 40, 300):
+        part = splits[:size + 1]
+        want = reference.ragged_to_sparse(values[:part[-1]], part)
+        for t in range(1, 9):
+            assert_same(sfer.ragged_to_sparse(values[:part[-1]], part, num_threads=t), want)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_round_trip(seed):
     rng = np.random.default_rng(seed)
