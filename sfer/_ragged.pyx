@@ -9,9 +9,9 @@ of a level: the first decrease, the widest row), checked in TensorFlow's order, 
 entries of the last level are cut into one contiguous slice per thread.  Each thread finds the
 row of its first entry at every level by binary search, then walks its entries and rows
 forward, writing ``indices`` (int64, ``[N * inner, k + values.ndim]``); one level of 1-D values
-takes ``src/sfer_ragged.h``, which writes short rows in fixed steps (no branch per row's end).  No output depends on
-the thread count; the values are handed back as they are (a view), flattened as TensorFlow
-flattens them.
+takes ``src/sfer_ragged.h``, which writes short rows in fixed steps (no branch per row's end).
+No output depends on the thread count; the values are handed back as they are (a view),
+flattened as TensorFlow flattens them.
 
 ``sparse_to_ragged``: one pass over the entries, one slice per thread: each entry is checked
 (row in range, rows never decreasing, columns 0, 1, 2, ... within a row) and each first entry
