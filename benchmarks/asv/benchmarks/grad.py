@@ -1,4 +1,5 @@
-"""sfer.sparse_fill_empty_rows_grad on bench.py's data (benchmarks/README.md, "What is measured")."""
+"""sfer.sparse_fill_empty_rows_grad on bench.py's data (benchmarks/README.md, "What is
+measured")."""
 
 from __future__ import annotations
 
