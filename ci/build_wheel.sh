@@ -98,7 +98,8 @@ copy_sources() {   # the checkout without build outputs (same exclusions as ci/s
         --exclude=./.git --exclude=./build --exclude=./dist --exclude=./wheelhouse \
         --exclude='*.egg-info' --exclude='*.so' --exclude='*.o' --exclude='./sfer/*.c' \
         --exclude=__pycache__ --exclude=.hypothesis --exclude=.pytest_cache --exclude=.mypy_cache \
-        --exclude='./.venv*' --exclude='./venv*' --exclude=./benchmarks/results . \
+        --exclude='./.venv*' --exclude='./venv*' --exclude=./benchmarks/results \
+        --exclude=./benchmarks/asv/.asv . \
         | tar -C "$1" -xf -
 }
 

@@ -64,7 +64,8 @@ tar -C "$REPO" -cf - \
     --exclude=./.git --exclude=./build --exclude=./dist --exclude=./wheelhouse \
     --exclude='*.egg-info' --exclude='*.so' --exclude='*.o' --exclude='./sfer/*.c' \
     --exclude=__pycache__ --exclude=.hypothesis --exclude=.pytest_cache --exclude=.mypy_cache \
-    --exclude='./.venv*' --exclude='./venv*' --exclude=./benchmarks/results . \
+    --exclude='./.venv*' --exclude='./venv*' --exclude=./benchmarks/results \
+    --exclude=./benchmarks/asv/.asv . \
     | tar -C "$SRC" -xf -
 
 cat >"$WORK/bin/sanitize-cc" <<EOF
