@@ -32,10 +32,12 @@ and dtypes skip them (``fast_fill``), having nothing to convert and nothing to r
 """
 
 cimport numpy as cnp
+from cpython.object cimport Py_TYPE
 from cython.parallel cimport prange
 from libc.math cimport isfinite
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 from sfer._common cimport sfer_atomic_load, sfer_atomic_store, sfer_prefetch_w
 from sfer._runtime cimport (SERIAL_BELOW, counting_threads, enter_call, leave_call,
@@ -53,6 +55,13 @@ cdef extern from "numpy/arrayobject.h":
     enum: NPY_HALF
     # A view of the whole array with its own dtype and type (NULL, NULL).
     object PyArray_View(cnp.ndarray, void *, void *)
+
+cdef extern from *:
+    """
+    #define sfer_is_numpy_scalar(o) PyArray_IsScalar((o), Generic)
+    """
+    # Whether o is a NumPy scalar (an instance of np.generic).
+    bint is_numpy_scalar "sfer_is_numpy_scalar"(object o) noexcept
 
 # The call's context and the placement rules that every path shares (see the header).
 cdef extern from "src/sfer_fill.h":
@@ -496,6 +505,11 @@ ctypedef union item_buf:
     char raw[32]
 
 
+cdef inline bint number_type(int t) noexcept:
+    # A built-in number or bool type: what the kernels place, and item_buf holds.
+    return t <= cnp.NPY_CLONGDOUBLE or t == NPY_HALF
+
+
 cdef inline bint behaved(cnp.ndarray a) noexcept:
     # C-contiguous, aligned, native byte order: what the kernels read as it is.
     return cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISNOTSWAPPED(a)
@@ -535,43 +549,107 @@ cdef bint fast_int_item(int64_t v, int t, int size, item_buf *buf) noexcept:
     return False
 
 
+cdef bint double_item(double d, int t, item_buf *buf) noexcept:
+    # buf: out.  A Python float (or a NumPy float16/32/64 number, exact as a double) in the
+    # values' type t; False for another t, or a finite d that would overflow float32 (an error).
+    if t == cnp.NPY_DOUBLE:
+        buf.f64 = d
+        return True
+    if t == cnp.NPY_FLOAT:
+        buf.f32 = <float>d
+        return isfinite(buf.f32) or not isfinite(d)
+    return False
+
+
+cdef bint int_item(int64_t v, int t, int size, item_buf *buf) noexcept:
+    # buf: out.  A Python int within int64 (or a NumPy integer of that value) in the values'
+    # type t: a float32/float64 by rounding, an integer type if it fits; False otherwise.
+    if t == cnp.NPY_DOUBLE:
+        buf.f64 = <double>v
+        return True
+    if t == cnp.NPY_FLOAT:
+        buf.f32 = <float>v
+        return True
+    return cnp.PyTypeNum_ISINTEGER(t) and fast_int_item(v, t, size, buf)
+
+
+cdef bint number_item(int dt, int dsize, const char *src, int t, int size,
+                      item_buf *buf) noexcept:
+    # buf: out.  The NumPy number of built-in type dt (dsize bytes) at src (aligned, native
+    # byte order) in
+    # the values' type t: its bytes when dt is t; a float or double as a Python float; an
+    # integer within int64 as a Python int; False for the rest (bool or float16 into another
+    # type, unsigned beyond int64: sfer._fill_inputs then decides).
+    cdef uint64_t u
+    if dt == t:
+        memcpy(buf.raw, src, size)
+        return True
+    if dt == cnp.NPY_DOUBLE:
+        return double_item((<const double *>src)[0], t, buf)
+    if dt == cnp.NPY_FLOAT:
+        return double_item((<const float *>src)[0], t, buf)
+    if not cnp.PyTypeNum_ISINTEGER(dt):
+        return False
+    if cnp.PyTypeNum_ISSIGNED(dt):
+        return int_item(signed_at(src, dsize), t, size, buf)
+    u = unsigned_at(src, dsize)
+    return u <= 0x7fffffffffffffff and int_item(<int64_t>u, t, size, buf)
+
+
+cdef inline int64_t signed_at(const char *src, int size) noexcept:
+    if size == 8:
+        return (<const int64_t *>src)[0]
+    if size == 4:
+        return (<const int32_t *>src)[0]
+    if size == 2:
+        return (<const int16_t *>src)[0]
+    return (<const int8_t *>src)[0]
+
+
+cdef inline uint64_t unsigned_at(const char *src, int size) noexcept:
+    if size == 8:
+        return (<const uint64_t *>src)[0]
+    if size == 4:
+        return (<const uint32_t *>src)[0]
+    if size == 2:
+        return (<const uint16_t *>src)[0]
+    return (<const uint8_t *>src)[0]
+
+
 cdef bint fast_default(object default, cnp.ndarray vals, item_buf *buf):
-    # buf: out.  The default's bytes in values' dtype when it is a Python float, int or bool
-    # (or a NumPy scalar of values' own type) that converts exactly as sfer._fill_inputs
-    # converts it, without a doubt about fitting; False leaves it to sfer._fill_inputs.
+    # buf: out.  The default's bytes in values' dtype when it is a Python float, int or bool,
+    # a NumPy number or a 0-d array of a built-in number dtype, that converts exactly as
+    # sfer._fill_inputs converts it, without a doubt about fitting (number_item); False leaves
+    # it to sfer._fill_inputs.
     cdef int t = cnp.PyArray_TYPE(vals)
     cdef int size = cnp.PyArray_ITEMSIZE(vals)
-    cdef double d
-    cdef int64_t v
+    cdef cnp.ndarray a
+    cdef cnp.dtype descr
+    cdef item_buf scalar
     if type(default) is float:
-        d = <double>default
-        if t == cnp.NPY_DOUBLE:
-            buf.f64 = d
-            return True
-        if t == cnp.NPY_FLOAT:
-            buf.f32 = <float>d
-            return isfinite(buf.f32) or not isfinite(d)   # else: overflow, an error
-        return False
+        return double_item(<double>default, t, buf)
     if type(default) is int:
         if not -0x8000000000000000 <= default <= 0x7fffffffffffffff:
             return False
-        v = <int64_t>default
-        if t == cnp.NPY_DOUBLE:
-            buf.f64 = <double>v
-            return True
-        if t == cnp.NPY_FLOAT:
-            buf.f32 = <float>v
-            return True
-        return cnp.PyTypeNum_ISINTEGER(t) and fast_int_item(v, t, size, buf)
+        return int_item(<int64_t>default, t, size, buf)
     if type(default) is bool:
         if t != cnp.NPY_BOOL:
             return False
         buf.u8 = 1 if default else 0
         return True
-    if type(default) is vals.dtype.type and size <= 32:
-        cnp.PyArray_ScalarAsCtype(default, buf)   # a NumPy scalar of values' own type
-        return True
-    return False
+    if type(default) is cnp.ndarray:
+        a = <cnp.ndarray>default
+        if not (cnp.PyArray_NDIM(a) == 0 and behaved(a) and number_type(cnp.PyArray_TYPE(a))):
+            return False
+        return number_item(cnp.PyArray_TYPE(a), cnp.PyArray_ITEMSIZE(a), cnp.PyArray_BYTES(a),
+                           t, size, buf)
+    if not is_numpy_scalar(default):
+        return False
+    descr = cnp.PyArray_DescrFromScalar(default)
+    if descr.typeobj != Py_TYPE(default) or not number_type(descr.type_num):
+        return False   # a subclass of a NumPy type, or not a number
+    cnp.PyArray_ScalarAsCtype(default, &scalar)
+    return number_item(descr.type_num, descr.itemsize, scalar.raw, t, size, buf)
 
 
 cdef bint fast_shape(object dense_shape, int64_t rank, int64_t *dense_rows):
@@ -616,7 +694,7 @@ cdef object fast_fill(object indices, object values, object dense_shape, object 
     if not (cnp.PyArray_NDIM(ind) == 2 and cnp.PyArray_DIM(ind, 1) >= 1 and behaved(ind)
             and cnp.PyArray_TYPE(ind) == cnp.NPY_INT64
             and cnp.PyArray_NDIM(vals) == 1 and cnp.PyArray_DIM(vals, 0) == cnp.PyArray_DIM(ind, 0)
-            and behaved(vals) and (t <= cnp.NPY_CLONGDOUBLE or t == NPY_HALF)):
+            and behaved(vals) and number_type(t)):
         return None
     if not fast_shape(dense_shape, cnp.PyArray_DIM(ind, 1), &dense_rows):
         return None
