@@ -89,7 +89,26 @@ cdef extern from "src/sfer_fill.h":
     int64_t sfer_fill_sorted_slice(const sfer_fill_ctx *c, int64_t i0, int64_t i1,
                                    int64_t e) noexcept nogil
 
-cdef object _tuple_new = tuple.__new__
+cdef extern from *:
+    """
+    /* tuple.__new__(cls, items) for a tuple subclass cls (a NamedTuple), without the call
+       through Python that tuple.__new__ makes. */
+    static PyObject *sfer_tuple_new(PyObject *cls, PyObject *items)
+    {
+        PyObject *args = PyTuple_Pack(1, items), *result;
+        if (args == NULL)
+            return NULL;
+        result = PyTuple_Type.tp_new((PyTypeObject *)cls, args, NULL);
+        Py_DECREF(args);
+        return result;
+    }
+    """
+    object sfer_tuple_new(object cls, tuple items)
+
+
+cdef inline object new_result(object out_ind, object out_vals, object empty, object rim):
+    # The FillResult of the four outputs.
+    return sfer_tuple_new(FillResult, (out_ind, out_vals, empty, rim))
 
 cdef enum:
     AHEAD = 16          # entries between a prefetch and its use (unsorted rows)
@@ -283,34 +302,44 @@ cdef object bad_row_error(const sfer_fill_ctx *c, int64_t bad, object given):
         bad, c.ind[bad * c.rank] if given is None else int(given[bad, 0]), c.dense_rows))
 
 
-cdef tuple new_flags(sfer_fill_ctx *c, bint zeroed):
-    # (empty_row_indicator [dense_rows], all False when zeroed, else uninitialised;
-    # reverse_index_map [n], uninitialised), their data in c.empty and c.rim.
+cdef cnp.ndarray new_empty(sfer_fill_ctx *c, bint zeroed):
+    # empty_row_indicator [dense_rows], all False when zeroed, else uninitialised; its data in
+    # c.empty.
     cdef cnp.npy_intp rows = c.dense_rows
-    cdef cnp.npy_intp n = c.n
-    cdef cnp.ndarray empty, rim
+    cdef cnp.ndarray empty
     if zeroed:
         empty = cnp.PyArray_ZEROS(1, &rows, cnp.NPY_BOOL, 0)
     else:
         empty = cnp.PyArray_EMPTY(1, &rows, cnp.NPY_BOOL, 0)
-    rim = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
     c.empty = <uint8_t *>cnp.PyArray_DATA(empty)
+    return empty
+
+
+cdef cnp.ndarray new_rim(sfer_fill_ctx *c):
+    # reverse_index_map [n], uninitialised; its data in c.rim.
+    cdef cnp.npy_intp n = c.n
+    cdef cnp.ndarray rim = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
     c.rim = <int64_t *>cnp.PyArray_DATA(rim)
-    return empty, rim
+    return rim
 
 
-cdef tuple new_outputs(sfer_fill_ctx *c, cnp.npy_intp n_full, cnp.ndarray vals):
-    # (output_indices [n_full, rank], output_values [n_full] of vals' dtype), uninitialised,
-    # their data in c.out_ind and c.out_vals (NULL there when NumPy places the values).
+cdef cnp.ndarray new_out_ind(sfer_fill_ctx *c, cnp.npy_intp n_full):
+    # output_indices [n_full, rank], uninitialised; its data in c.out_ind.
     cdef cnp.npy_intp dims[2]
-    cdef cnp.ndarray out_ind, out_vals
+    cdef cnp.ndarray out_ind
     dims[0] = n_full
     dims[1] = c.rank
     out_ind = cnp.PyArray_EMPTY(2, dims, cnp.NPY_INT64, 0)
-    out_vals = new_like(n_full, vals)
     c.out_ind = <int64_t *>cnp.PyArray_DATA(out_ind)
+    return out_ind
+
+
+cdef cnp.ndarray new_out_vals(sfer_fill_ctx *c, cnp.npy_intp n_full, cnp.ndarray vals):
+    # output_values [n_full] of vals' dtype, uninitialised; its data in c.out_vals (NULL there
+    # when NumPy places the values).
+    cdef cnp.ndarray out_vals = new_like(n_full, vals)
     c.out_vals = <char *>cnp.PyArray_DATA(out_vals) if c.dflt != NULL else NULL
-    return out_ind, out_vals
+    return out_vals
 
 
 cdef object fill_result(const sfer_fill_ctx *c, object out_ind, object out_vals, object empty,
@@ -320,7 +349,7 @@ cdef object fill_result(const sfer_fill_ctx *c, object out_ind, object out_vals,
     if c.dflt == NULL:
         out_vals[...] = default
         out_vals[rim] = vals
-    return _tuple_new(FillResult, (out_ind, out_vals, empty, rim))
+    return new_result(out_ind, out_vals, empty, rim)
 
 
 cdef object run_small(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, object given):
@@ -336,13 +365,17 @@ cdef object run_small(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, objec
     for i in range(1, min(n, 16)):   # unsorted rows show early, as a rule: no outputs wasted
         if c.ind[i * rank] < c.ind[(i - 1) * rank]:
             return None
-    empty, rim = new_flags(c, False)
-    out_ind, out_vals = new_outputs(c, n + dense_rows, vals)
-    with nogil:
+    empty = new_empty(c, False)
+    rim = new_rim(c)
+    out_ind = new_out_ind(c, n + dense_rows)
+    out_vals = new_out_vals(c, n + dense_rows, vals)
+    with nogil:   # the GIL released once, for the call in flight and its kernel
+        enter_call(1)
         e = sfer_fill_sorted(c, 0, n, 0, 1, &bad)
         if e >= 0:   # the empty rows after the last entry's row
             last = c.ind[(n - 1) * rank] if n > 0 else -1
             sfer_fill_gap(c, last + 1, dense_rows, n + e)
+        leave_call()
     if e == SFER_FILL_UNSORTED:
         return None
     if e == SFER_FILL_BAD_ROW:
@@ -350,7 +383,7 @@ cdef object run_small(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, objec
     dims[0] = n + e + dense_rows - last - 1   # N_full
     if dims[0] == n:   # the fast path after all: rim is 0..N-1, no row empty
         sfer_atomic_store(&_last_path_code, PATH_FAST)
-        return _tuple_new(FillResult, (read_only(ind), read_only(vals), empty, rim))
+        return new_result(read_only(ind), read_only(vals), empty, rim)
     sfer_atomic_store(&_last_path_code, PATH_SORTED)
     dims[1] = rank
     new_shape.ptr = dims
@@ -367,12 +400,13 @@ cdef object run_fast(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, int nt
     cdef int64_t i
     cdef int64_t *rp
     sfer_atomic_store(&_last_path_code, PATH_FAST)
-    empty, rim = new_flags(c, True)
+    empty = new_empty(c, True)
+    rim = new_rim(c)
     rp = c.rim
     with nogil:
         for i in prange(c.n, schedule='static', num_threads=nthreads):
             rp[i] = i
-    return _tuple_new(FillResult, (read_only(ind), read_only(vals), empty, rim))
+    return new_result(read_only(ind), read_only(vals), empty, rim)
 
 
 cdef object run_sorted(sfer_fill_ctx *c, cnp.ndarray vals, object default, slice_scan *scans,
@@ -392,8 +426,10 @@ cdef object run_sorted(sfer_fill_ctx *c, cnp.ndarray vals, object default, slice
         new_rows += scans[t].new_rows
     last = c.ind[(n - 1) * rank] if n > 0 else -1
     e = last + 1 - new_rows   # the empty rows up to the last entry's row
-    empty, rim = new_flags(c, False)
-    out_ind, out_vals = new_outputs(c, n + dense_rows - new_rows, vals)
+    empty = new_empty(c, False)
+    rim = new_rim(c)
+    out_ind = new_out_ind(c, n + dense_rows - new_rows)
+    out_vals = new_out_vals(c, n + dense_rows - new_rows, vals)
     with nogil:
         for t in prange(nthreads, schedule='static', num_threads=nthreads):
             sfer_fill_sorted_slice(c, t * n // nthreads, (t + 1) * n // nthreads, scans[t].e)
@@ -416,7 +452,8 @@ cdef object run_counting(sfer_fill_ctx *c, cnp.ndarray vals, object default, int
     cdef void *cp
     cdef int64_t *sp
     sfer_atomic_store(&_last_path_code, PATH_COUNTING)
-    empty, rim = new_flags(c, False)
+    empty = new_empty(c, False)
+    rim = new_rim(c)
     shape[0] = tc
     shape[1] = c.dense_rows
     counts = cnp.PyArray_ZEROS(2, shape, cnp.NPY_INT32 if narrow else cnp.NPY_INT64, 0)
@@ -428,7 +465,8 @@ cdef object run_counting(sfer_fill_ctx *c, cnp.ndarray vals, object default, int
             n_full = count_and_lay_out(c, tc, <int32_t *>cp, sp)
         else:
             n_full = count_and_lay_out(c, tc, <int64_t *>cp, sp)
-    out_ind, out_vals = new_outputs(c, n_full, vals)
+    out_ind = new_out_ind(c, n_full)
+    out_vals = new_out_vals(c, n_full, vals)
     with nogil:
         if narrow:
             place_all_counted(c, tc, <int32_t *>cp)
@@ -445,10 +483,8 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
     # dflt: the default's bytes, or NULL when NumPy places the values (object, StringDType;
     # `default` is then a 0-d array of the output dtype); requested: from thread_request;
     # given: the indices before their conversion to int64 (for the error message), or None.
-    # A small call tries run_small first; otherwise the scan picks the path.
+    # A small call tries run_small first; otherwise run_large.
     cdef sfer_fill_ctx c
-    cdef slice_scan total
-    cdef slice_scan *scans
     cdef int64_t work
     cdef int nthreads
     c.ind = <const int64_t *>cnp.PyArray_DATA(ind)
@@ -462,30 +498,35 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
     work = (c.n + dense_rows if dense_rows <= 0x7fffffffffffffff - c.n
             else 0x7fffffffffffffff)
     nthreads = plan_threads(requested, work)
-    scans = <slice_scan *>malloc(nthreads * sizeof(slice_scan))
+    if nthreads == 1 and work < SERIAL_BELOW and dflt != NULL:
+        result = run_small(&c, ind, vals, given)
+        if result is not None:
+            return result
+    return run_large(&c, ind, vals, default, nthreads, given)
+
+
+cdef object run_large(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, object default,
+                      int nthreads, object given):
+    # The call in flight on nthreads (planned): the scan (scan_rows) picks the path.
+    cdef slice_scan total
+    cdef slice_scan *scans = <slice_scan *>malloc(nthreads * sizeof(slice_scan))
     if scans == NULL:
         raise MemoryError(_errors.no_work_space())
-    with nogil:
-        nthreads = enter_call(nthreads)
+    nthreads = enter_call(nthreads)
     try:
-        if nthreads == 1 and work < SERIAL_BELOW and dflt != NULL:
-            result = run_small(&c, ind, vals, given)
-            if result is not None:
-                return result
         with nogil:
-            scan_rows(&c, nthreads, scans, &total)
+            scan_rows(c, nthreads, scans, &total)
         if total.bad >= 0:
-            raise bad_row_error(&c, total.bad, given)
-        check_memory(dense_rows, c.rank, c.size)
-        if total.down == 0 and total.new_rows == dense_rows:
-            return run_fast(&c, ind, vals, nthreads)
+            raise bad_row_error(c, total.bad, given)
+        check_memory(c.dense_rows, c.rank, c.size)
+        if total.down == 0 and total.new_rows == c.dense_rows:
+            return run_fast(c, ind, vals, nthreads)
         if total.down == 0:
-            return run_sorted(&c, vals, default, scans, nthreads)
-        return run_counting(&c, vals, default, nthreads)
+            return run_sorted(c, vals, default, scans, nthreads)
+        return run_counting(c, vals, default, nthreads)
     finally:
         free(scans)
-        with nogil:
-            leave_call()
+        leave_call()
 
 
 # ---------------------------------------------------------------------------------------------
