@@ -28,7 +28,9 @@ Every kernel reads the call's inputs and writes its outputs through one context,
 
 The input rules (conversion, dtypes, shapes in TensorFlow's order, ``default_value``) are
 ``sfer._fill_inputs``'s, shared with ``sfer.reference``; exact ndarrays in the common layouts
-and dtypes skip them (``fast_fill``), having nothing to convert and nothing to reject but rows.
+and dtypes, with a ``default_value`` that converts exactly (a Python or NumPy number or a 0-d
+array of a built-in number dtype; ``fast_default``), skip them (``fast_fill``), having nothing
+to convert and nothing to reject but rows.
 """
 
 cimport numpy as cnp
