@@ -28,14 +28,18 @@ Every kernel reads the call's inputs and writes its outputs through one context,
 
 The input rules (conversion, dtypes, shapes in TensorFlow's order, ``default_value``) are
 ``sfer._fill_inputs``'s, shared with ``sfer.reference``; exact ndarrays in the common layouts
-and dtypes skip them (``fast_fill``), having nothing to convert and nothing to reject but rows.
+and dtypes, with a ``default_value`` that converts exactly (a Python or NumPy number or a 0-d
+array of a built-in number dtype; ``fast_default``), skip them (``fast_fill``), having nothing
+to convert and nothing to reject but rows.
 """
 
 cimport numpy as cnp
+from cpython.object cimport Py_TYPE
 from cython.parallel cimport prange
 from libc.math cimport isfinite
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 from sfer._common cimport sfer_atomic_load, sfer_atomic_store, sfer_prefetch_w
 from sfer._runtime cimport (SERIAL_BELOW, counting_threads, enter_call, leave_call,
@@ -53,6 +57,13 @@ cdef extern from "numpy/arrayobject.h":
     enum: NPY_HALF
     # A view of the whole array with its own dtype and type (NULL, NULL).
     object PyArray_View(cnp.ndarray, void *, void *)
+
+cdef extern from *:
+    """
+    #define sfer_is_numpy_scalar(o) PyArray_IsScalar((o), Generic)
+    """
+    # Whether o is a NumPy scalar (an instance of np.generic).
+    bint is_numpy_scalar "sfer_is_numpy_scalar"(object o) noexcept
 
 # The call's context and the placement rules that every path shares (see the header).
 cdef extern from "src/sfer_fill.h":
@@ -80,7 +91,26 @@ cdef extern from "src/sfer_fill.h":
     int64_t sfer_fill_sorted_slice(const sfer_fill_ctx *c, int64_t i0, int64_t i1,
                                    int64_t e) noexcept nogil
 
-cdef object _tuple_new = tuple.__new__
+cdef extern from *:
+    """
+    /* tuple.__new__(cls, items) for a tuple subclass cls (a NamedTuple), without the call
+       through Python that tuple.__new__ makes. */
+    static PyObject *sfer_tuple_new(PyObject *cls, PyObject *items)
+    {
+        PyObject *args = PyTuple_Pack(1, items), *result;
+        if (args == NULL)
+            return NULL;
+        result = PyTuple_Type.tp_new((PyTypeObject *)cls, args, NULL);
+        Py_DECREF(args);
+        return result;
+    }
+    """
+    object sfer_tuple_new(object cls, tuple items)
+
+
+cdef inline object new_result(object out_ind, object out_vals, object empty, object rim):
+    # The FillResult of the four outputs.
+    return sfer_tuple_new(FillResult, (out_ind, out_vals, empty, rim))
 
 cdef enum:
     AHEAD = 16          # entries between a prefetch and its use (unsorted rows)
@@ -274,34 +304,44 @@ cdef object bad_row_error(const sfer_fill_ctx *c, int64_t bad, object given):
         bad, c.ind[bad * c.rank] if given is None else int(given[bad, 0]), c.dense_rows))
 
 
-cdef tuple new_flags(sfer_fill_ctx *c, bint zeroed):
-    # (empty_row_indicator [dense_rows], all False when zeroed, else uninitialised;
-    # reverse_index_map [n], uninitialised), their data in c.empty and c.rim.
+cdef cnp.ndarray new_empty(sfer_fill_ctx *c, bint zeroed):
+    # empty_row_indicator [dense_rows], all False when zeroed, else uninitialised; its data in
+    # c.empty.
     cdef cnp.npy_intp rows = c.dense_rows
-    cdef cnp.npy_intp n = c.n
-    cdef cnp.ndarray empty, rim
+    cdef cnp.ndarray empty
     if zeroed:
         empty = cnp.PyArray_ZEROS(1, &rows, cnp.NPY_BOOL, 0)
     else:
         empty = cnp.PyArray_EMPTY(1, &rows, cnp.NPY_BOOL, 0)
-    rim = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
     c.empty = <uint8_t *>cnp.PyArray_DATA(empty)
+    return empty
+
+
+cdef cnp.ndarray new_rim(sfer_fill_ctx *c):
+    # reverse_index_map [n], uninitialised; its data in c.rim.
+    cdef cnp.npy_intp n = c.n
+    cdef cnp.ndarray rim = cnp.PyArray_EMPTY(1, &n, cnp.NPY_INT64, 0)
     c.rim = <int64_t *>cnp.PyArray_DATA(rim)
-    return empty, rim
+    return rim
 
 
-cdef tuple new_outputs(sfer_fill_ctx *c, cnp.npy_intp n_full, cnp.ndarray vals):
-    # (output_indices [n_full, rank], output_values [n_full] of vals' dtype), uninitialised,
-    # their data in c.out_ind and c.out_vals (NULL there when NumPy places the values).
+cdef cnp.ndarray new_out_ind(sfer_fill_ctx *c, cnp.npy_intp n_full):
+    # output_indices [n_full, rank], uninitialised; its data in c.out_ind.
     cdef cnp.npy_intp dims[2]
-    cdef cnp.ndarray out_ind, out_vals
+    cdef cnp.ndarray out_ind
     dims[0] = n_full
     dims[1] = c.rank
     out_ind = cnp.PyArray_EMPTY(2, dims, cnp.NPY_INT64, 0)
-    out_vals = new_like(n_full, vals)
     c.out_ind = <int64_t *>cnp.PyArray_DATA(out_ind)
+    return out_ind
+
+
+cdef cnp.ndarray new_out_vals(sfer_fill_ctx *c, cnp.npy_intp n_full, cnp.ndarray vals):
+    # output_values [n_full] of vals' dtype, uninitialised; its data in c.out_vals (NULL there
+    # when NumPy places the values).
+    cdef cnp.ndarray out_vals = new_like(n_full, vals)
     c.out_vals = <char *>cnp.PyArray_DATA(out_vals) if c.dflt != NULL else NULL
-    return out_ind, out_vals
+    return out_vals
 
 
 cdef object fill_result(const sfer_fill_ctx *c, object out_ind, object out_vals, object empty,
@@ -311,7 +351,7 @@ cdef object fill_result(const sfer_fill_ctx *c, object out_ind, object out_vals,
     if c.dflt == NULL:
         out_vals[...] = default
         out_vals[rim] = vals
-    return _tuple_new(FillResult, (out_ind, out_vals, empty, rim))
+    return new_result(out_ind, out_vals, empty, rim)
 
 
 cdef object run_small(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, object given):
@@ -327,13 +367,17 @@ cdef object run_small(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, objec
     for i in range(1, min(n, 16)):   # unsorted rows show early, as a rule: no outputs wasted
         if c.ind[i * rank] < c.ind[(i - 1) * rank]:
             return None
-    empty, rim = new_flags(c, False)
-    out_ind, out_vals = new_outputs(c, n + dense_rows, vals)
-    with nogil:
+    empty = new_empty(c, False)
+    rim = new_rim(c)
+    out_ind = new_out_ind(c, n + dense_rows)
+    out_vals = new_out_vals(c, n + dense_rows, vals)
+    with nogil:   # the GIL released once, for the call in flight and its kernel
+        enter_call(1)
         e = sfer_fill_sorted(c, 0, n, 0, 1, &bad)
         if e >= 0:   # the empty rows after the last entry's row
             last = c.ind[(n - 1) * rank] if n > 0 else -1
             sfer_fill_gap(c, last + 1, dense_rows, n + e)
+        leave_call()
     if e == SFER_FILL_UNSORTED:
         return None
     if e == SFER_FILL_BAD_ROW:
@@ -341,7 +385,7 @@ cdef object run_small(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, objec
     dims[0] = n + e + dense_rows - last - 1   # N_full
     if dims[0] == n:   # the fast path after all: rim is 0..N-1, no row empty
         sfer_atomic_store(&_last_path_code, PATH_FAST)
-        return _tuple_new(FillResult, (read_only(ind), read_only(vals), empty, rim))
+        return new_result(read_only(ind), read_only(vals), empty, rim)
     sfer_atomic_store(&_last_path_code, PATH_SORTED)
     dims[1] = rank
     new_shape.ptr = dims
@@ -358,12 +402,13 @@ cdef object run_fast(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, int nt
     cdef int64_t i
     cdef int64_t *rp
     sfer_atomic_store(&_last_path_code, PATH_FAST)
-    empty, rim = new_flags(c, True)
+    empty = new_empty(c, True)
+    rim = new_rim(c)
     rp = c.rim
     with nogil:
         for i in prange(c.n, schedule='static', num_threads=nthreads):
             rp[i] = i
-    return _tuple_new(FillResult, (read_only(ind), read_only(vals), empty, rim))
+    return new_result(read_only(ind), read_only(vals), empty, rim)
 
 
 cdef object run_sorted(sfer_fill_ctx *c, cnp.ndarray vals, object default, slice_scan *scans,
@@ -383,8 +428,10 @@ cdef object run_sorted(sfer_fill_ctx *c, cnp.ndarray vals, object default, slice
         new_rows += scans[t].new_rows
     last = c.ind[(n - 1) * rank] if n > 0 else -1
     e = last + 1 - new_rows   # the empty rows up to the last entry's row
-    empty, rim = new_flags(c, False)
-    out_ind, out_vals = new_outputs(c, n + dense_rows - new_rows, vals)
+    empty = new_empty(c, False)
+    rim = new_rim(c)
+    out_ind = new_out_ind(c, n + dense_rows - new_rows)
+    out_vals = new_out_vals(c, n + dense_rows - new_rows, vals)
     with nogil:
         for t in prange(nthreads, schedule='static', num_threads=nthreads):
             sfer_fill_sorted_slice(c, t * n // nthreads, (t + 1) * n // nthreads, scans[t].e)
@@ -407,7 +454,8 @@ cdef object run_counting(sfer_fill_ctx *c, cnp.ndarray vals, object default, int
     cdef void *cp
     cdef int64_t *sp
     sfer_atomic_store(&_last_path_code, PATH_COUNTING)
-    empty, rim = new_flags(c, False)
+    empty = new_empty(c, False)
+    rim = new_rim(c)
     shape[0] = tc
     shape[1] = c.dense_rows
     counts = cnp.PyArray_ZEROS(2, shape, cnp.NPY_INT32 if narrow else cnp.NPY_INT64, 0)
@@ -419,7 +467,8 @@ cdef object run_counting(sfer_fill_ctx *c, cnp.ndarray vals, object default, int
             n_full = count_and_lay_out(c, tc, <int32_t *>cp, sp)
         else:
             n_full = count_and_lay_out(c, tc, <int64_t *>cp, sp)
-    out_ind, out_vals = new_outputs(c, n_full, vals)
+    out_ind = new_out_ind(c, n_full)
+    out_vals = new_out_vals(c, n_full, vals)
     with nogil:
         if narrow:
             place_all_counted(c, tc, <int32_t *>cp)
@@ -436,10 +485,8 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
     # dflt: the default's bytes, or NULL when NumPy places the values (object, StringDType;
     # `default` is then a 0-d array of the output dtype); requested: from thread_request;
     # given: the indices before their conversion to int64 (for the error message), or None.
-    # A small call tries run_small first; otherwise the scan picks the path.
+    # A small call tries run_small first; otherwise run_large.
     cdef sfer_fill_ctx c
-    cdef slice_scan total
-    cdef slice_scan *scans
     cdef int64_t work
     cdef int nthreads
     c.ind = <const int64_t *>cnp.PyArray_DATA(ind)
@@ -453,30 +500,35 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
     work = (c.n + dense_rows if dense_rows <= 0x7fffffffffffffff - c.n
             else 0x7fffffffffffffff)
     nthreads = plan_threads(requested, work)
-    scans = <slice_scan *>malloc(nthreads * sizeof(slice_scan))
+    if nthreads == 1 and work < SERIAL_BELOW and dflt != NULL:
+        result = run_small(&c, ind, vals, given)
+        if result is not None:
+            return result
+    return run_large(&c, ind, vals, default, nthreads, given)
+
+
+cdef object run_large(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, object default,
+                      int nthreads, object given):
+    # The call in flight on nthreads (planned): the scan (scan_rows) picks the path.
+    cdef slice_scan total
+    cdef slice_scan *scans = <slice_scan *>malloc(nthreads * sizeof(slice_scan))
     if scans == NULL:
         raise MemoryError(_errors.no_work_space())
-    with nogil:
-        nthreads = enter_call(nthreads)
+    nthreads = enter_call(nthreads)
     try:
-        if nthreads == 1 and work < SERIAL_BELOW and dflt != NULL:
-            result = run_small(&c, ind, vals, given)
-            if result is not None:
-                return result
         with nogil:
-            scan_rows(&c, nthreads, scans, &total)
+            scan_rows(c, nthreads, scans, &total)
         if total.bad >= 0:
-            raise bad_row_error(&c, total.bad, given)
-        check_memory(dense_rows, c.rank, c.size)
-        if total.down == 0 and total.new_rows == dense_rows:
-            return run_fast(&c, ind, vals, nthreads)
+            raise bad_row_error(c, total.bad, given)
+        check_memory(c.dense_rows, c.rank, c.size)
+        if total.down == 0 and total.new_rows == c.dense_rows:
+            return run_fast(c, ind, vals, nthreads)
         if total.down == 0:
-            return run_sorted(&c, vals, default, scans, nthreads)
-        return run_counting(&c, vals, default, nthreads)
+            return run_sorted(c, vals, default, scans, nthreads)
+        return run_counting(c, vals, default, nthreads)
     finally:
         free(scans)
-        with nogil:
-            leave_call()
+        leave_call()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,6 +546,11 @@ ctypedef union item_buf:
     float f32
     double f64
     char raw[32]
+
+
+cdef inline bint number_type(int t) noexcept:
+    # A built-in number or bool type: what the kernels place, and item_buf holds.
+    return t <= cnp.NPY_CLONGDOUBLE or t == NPY_HALF
 
 
 cdef inline bint behaved(cnp.ndarray a) noexcept:
@@ -535,43 +592,107 @@ cdef bint fast_int_item(int64_t v, int t, int size, item_buf *buf) noexcept:
     return False
 
 
+cdef bint double_item(double d, int t, item_buf *buf) noexcept:
+    # buf: out.  A Python float (or a NumPy float16/32/64 number, exact as a double) in the
+    # values' type t; False for another t, or a finite d that would overflow float32 (an error).
+    if t == cnp.NPY_DOUBLE:
+        buf.f64 = d
+        return True
+    if t == cnp.NPY_FLOAT:
+        buf.f32 = <float>d
+        return isfinite(buf.f32) or not isfinite(d)
+    return False
+
+
+cdef bint int_item(int64_t v, int t, int size, item_buf *buf) noexcept:
+    # buf: out.  A Python int within int64 (or a NumPy integer of that value) in the values'
+    # type t: a float32/float64 by rounding, an integer type if it fits; False otherwise.
+    if t == cnp.NPY_DOUBLE:
+        buf.f64 = <double>v
+        return True
+    if t == cnp.NPY_FLOAT:
+        buf.f32 = <float>v
+        return True
+    return cnp.PyTypeNum_ISINTEGER(t) and fast_int_item(v, t, size, buf)
+
+
+cdef bint number_item(int dt, int dsize, const char *src, int t, int size,
+                      item_buf *buf) noexcept:
+    # buf: out.  The NumPy number of built-in type dt (dsize bytes) at src (aligned, native
+    # byte order) in
+    # the values' type t: its bytes when dt is t; a float or double as a Python float; an
+    # integer within int64 as a Python int; False for the rest (bool or float16 into another
+    # type, unsigned beyond int64: sfer._fill_inputs then decides).
+    cdef uint64_t u
+    if dt == t:
+        memcpy(buf.raw, src, size)
+        return True
+    if dt == cnp.NPY_DOUBLE:
+        return double_item((<const double *>src)[0], t, buf)
+    if dt == cnp.NPY_FLOAT:
+        return double_item((<const float *>src)[0], t, buf)
+    if not cnp.PyTypeNum_ISINTEGER(dt):
+        return False
+    if cnp.PyTypeNum_ISSIGNED(dt):
+        return int_item(signed_at(src, dsize), t, size, buf)
+    u = unsigned_at(src, dsize)
+    return u <= 0x7fffffffffffffff and int_item(<int64_t>u, t, size, buf)
+
+
+cdef inline int64_t signed_at(const char *src, int size) noexcept:
+    if size == 8:
+        return (<const int64_t *>src)[0]
+    if size == 4:
+        return (<const int32_t *>src)[0]
+    if size == 2:
+        return (<const int16_t *>src)[0]
+    return (<const int8_t *>src)[0]
+
+
+cdef inline uint64_t unsigned_at(const char *src, int size) noexcept:
+    if size == 8:
+        return (<const uint64_t *>src)[0]
+    if size == 4:
+        return (<const uint32_t *>src)[0]
+    if size == 2:
+        return (<const uint16_t *>src)[0]
+    return (<const uint8_t *>src)[0]
+
+
 cdef bint fast_default(object default, cnp.ndarray vals, item_buf *buf):
-    # buf: out.  The default's bytes in values' dtype when it is a Python float, int or bool
-    # (or a NumPy scalar of values' own type) that converts exactly as sfer._fill_inputs
-    # converts it, without a doubt about fitting; False leaves it to sfer._fill_inputs.
+    # buf: out.  The default's bytes in values' dtype when it is a Python float, int or bool,
+    # a NumPy number or a 0-d array of a built-in number dtype, that converts exactly as
+    # sfer._fill_inputs converts it, without a doubt about fitting (number_item); False leaves
+    # it to sfer._fill_inputs.
     cdef int t = cnp.PyArray_TYPE(vals)
     cdef int size = cnp.PyArray_ITEMSIZE(vals)
-    cdef double d
-    cdef int64_t v
+    cdef cnp.ndarray a
+    cdef cnp.dtype descr
+    cdef item_buf scalar
     if type(default) is float:
-        d = <double>default
-        if t == cnp.NPY_DOUBLE:
-            buf.f64 = d
-            return True
-        if t == cnp.NPY_FLOAT:
-            buf.f32 = <float>d
-            return isfinite(buf.f32) or not isfinite(d)   # else: overflow, an error
-        return False
+        return double_item(<double>default, t, buf)
     if type(default) is int:
         if not -0x8000000000000000 <= default <= 0x7fffffffffffffff:
             return False
-        v = <int64_t>default
-        if t == cnp.NPY_DOUBLE:
-            buf.f64 = <double>v
-            return True
-        if t == cnp.NPY_FLOAT:
-            buf.f32 = <float>v
-            return True
-        return cnp.PyTypeNum_ISINTEGER(t) and fast_int_item(v, t, size, buf)
+        return int_item(<int64_t>default, t, size, buf)
     if type(default) is bool:
         if t != cnp.NPY_BOOL:
             return False
         buf.u8 = 1 if default else 0
         return True
-    if type(default) is vals.dtype.type and size <= 32:
-        cnp.PyArray_ScalarAsCtype(default, buf)   # a NumPy scalar of values' own type
-        return True
-    return False
+    if type(default) is cnp.ndarray:
+        a = <cnp.ndarray>default
+        if not (cnp.PyArray_NDIM(a) == 0 and behaved(a) and number_type(cnp.PyArray_TYPE(a))):
+            return False
+        return number_item(cnp.PyArray_TYPE(a), cnp.PyArray_ITEMSIZE(a), cnp.PyArray_BYTES(a),
+                           t, size, buf)
+    if not is_numpy_scalar(default):
+        return False
+    descr = cnp.PyArray_DescrFromScalar(default)
+    if descr.typeobj != Py_TYPE(default) or not number_type(descr.type_num):
+        return False   # a subclass of a NumPy type, or not a number
+    cnp.PyArray_ScalarAsCtype(default, &scalar)
+    return number_item(descr.type_num, descr.itemsize, scalar.raw, t, size, buf)
 
 
 cdef bint fast_shape(object dense_shape, int64_t rank, int64_t *dense_rows):
@@ -616,7 +737,7 @@ cdef object fast_fill(object indices, object values, object dense_shape, object 
     if not (cnp.PyArray_NDIM(ind) == 2 and cnp.PyArray_DIM(ind, 1) >= 1 and behaved(ind)
             and cnp.PyArray_TYPE(ind) == cnp.NPY_INT64
             and cnp.PyArray_NDIM(vals) == 1 and cnp.PyArray_DIM(vals, 0) == cnp.PyArray_DIM(ind, 0)
-            and behaved(vals) and (t <= cnp.NPY_CLONGDOUBLE or t == NPY_HALF)):
+            and behaved(vals) and number_type(t)):
         return None
     if not fast_shape(dense_shape, cnp.PyArray_DIM(ind, 1), &dense_rows):
         return None

@@ -117,12 +117,27 @@ VALUE_DTYPES = ["float32", "float64", "int8", "uint8", "int16", "uint16", "int32
                 "int64", "uint64", "bool", "float16", "complex64"]
 
 
+
+
+def typed_defaults():
+    """0-d arrays and NumPy numbers of many dtypes and values, exact or not in each values
+    dtype: the C entry converts some of them itself (see test_c_entry_takes_exact_defaults)."""
+    out = [np.asarray(d) for d in DEFAULTS]   # float64, int64, uint64, object, bool
+    with np.errstate(all="ignore"):
+        for dtype in ["float16", "float32", "float64", "int8", "uint8", "int16", "uint32",
+                      "int64", "uint64", "bool", "complex64", "longdouble"]:
+            for v in [0.0, -0.0, 1.5, -1.0, 300.0, 70000.0, 1e20, 1e300, np.inf, np.nan]:
+                a = np.array(v).astype(dtype)
+                out += [a, a[()]]
+    return out
+
+
 @pytest.mark.parametrize("dtype", VALUE_DTYPES)
 def test_default_conversion_as_the_rules(dtype):
     idx = rows_matrix([0, 2])
     vals = np.ones(2, dtype=dtype)
     defaults = DEFAULTS + [np.dtype(dtype).type(0), np.float64(1.5), np.int64(7)]
-    for default in defaults:
+    for default in defaults + typed_defaults():
         try:
             want = reference.sparse_fill_empty_rows(idx, vals, [4, 9], default)
         except (TypeError, ValueError) as exc:
@@ -145,3 +160,110 @@ def test_dense_shape_forms(shape):
 def test_negative_dense_rows_through_the_c_entry():
     with pytest.raises(ValueError, match=r"dense_shape\[0\] must be >= 0, got -4"):
         sfer.sparse_fill_empty_rows(rows_matrix([0]), np.ones(1), np.array([-4, 9]), 0.0)
+
+
+@pytest.fixture
+def rules_calls(monkeypatch):
+    """The default_value of each call that went through the Python input rules
+    (sfer._fill_inputs.fill_inputs, as sfer._fill calls it); the C entry (fast_fill) calls
+    nothing there."""
+    calls = []
+    rules = _fill._fill_inputs
+
+    def spy(*args):
+        calls.append(args[3])
+        return rules(*args)
+
+    monkeypatch.setattr(_fill, "_fill_inputs", spy)
+    return calls
+
+
+class F32(np.float32):
+    """A subclass of a NumPy scalar type: not the C entry's to convert."""
+
+
+class Sub(np.ndarray):
+    """An ndarray subclass: likewise."""
+
+
+def _unaligned_zero_d():
+    a = np.frombuffer(bytes(9), dtype=np.float64, offset=1, count=1).reshape(())
+    assert not a.flags.aligned
+    return a
+
+
+# (values dtype, default_value) that the C entry converts itself: Python numbers, NumPy numbers
+# and 0-d arrays of values' dtype, float32/float64 numbers into float32/float64 values, and
+# integers within int64 into float32/float64 or integer values they fit.
+EXACT = [("float32", -1.5), ("float32", 7), ("float32", np.float32(-1.5)),
+         ("float32", np.array(np.float32(-1.5))), ("float32", np.array(np.float32("nan"))),
+         ("float32", np.float64(0.1)), ("float32", np.array(0.1)), ("float32", np.array(-np.inf)),
+         ("float32", np.array(3.4028235e38)), ("float32", np.int64(2**53 + 1)),
+         ("float32", np.array(7)), ("float32", np.int8(-3)), ("float32", np.array(200, np.uint8)),
+         ("float64", np.array(np.float32(0.1))), ("float64", np.array(1e300)),
+         ("float64", np.uint64(2**63 - 1)), ("float16", np.float16(1.5)),
+         ("float16", np.array(np.float16(-0.0))), ("int32", 7), ("int32", np.int32(-7)),
+         ("int32", np.array(7, np.int32)), ("int32", np.array(-5, np.int8)),
+         ("int32", np.uint16(65535)), ("int32", np.array(2**31 - 1)), ("uint8", np.array(255)),
+         ("uint64", np.array(2**64 - 1, np.uint64)), ("int64", np.array(-2**63)),
+         ("bool", True), ("bool", np.True_), ("bool", np.array(False)),
+         ("complex64", np.array(1j, np.complex64)), ("longdouble", np.array(1.5, np.longdouble))]
+
+# ... and those it leaves to the Python rules (sfer._fill_inputs), which convert them or say
+# why not: values that do not fit, kinds that do not cast (NaN into int, a float into bool),
+# kinds it does not convert (bool into numbers, float16 or complex into other types, an
+# unsigned beyond int64), and anything that is not a plain number or a behaved 0-d array.
+NOT_EXACT = [("float32", np.array(1e300)), ("float32", np.float64(-1e300)),
+             ("float32", np.array(np.float16(1.5))), ("float32", np.array(True)),
+             ("float32", np.array(2**63, np.uint64)), ("float32", np.array(1 + 0j)),
+             ("float32", np.array(1.5, ">f4")), ("float32", np.array([1.5])),
+             ("float32", np.array("1.5")), ("float32", np.array(2.0, dtype=object)),
+             ("float32", F32(1.5)), ("float32", np.array(1.5, np.float32).view(Sub)),
+             ("float32", _unaligned_zero_d()), ("float32", np.array(1.5, np.longdouble)),
+             ("float64", np.array(1.5, np.float16)), ("int32", np.array(np.nan)),
+             ("int32", np.float32(np.nan)), ("int32", np.array(2**40)), ("int32", np.array(True)),
+             ("uint8", np.array(-1)), ("uint8", np.int16(256)), ("int64", np.uint64(2**63)),
+             ("bool", np.array(1)), ("bool", np.float32(0.0)), ("complex64", np.float64(1.5)),
+             ("float32", 2**64), ("float32", 1e300), ("int32", 1.5), ("int32", True)]
+
+
+def _rules_result(idx, vals, default):
+    try:
+        return reference.sparse_fill_empty_rows(idx, vals, [4, 9], default), None
+    except (TypeError, ValueError) as exc:
+        return None, exc
+
+
+@pytest.mark.parametrize("dtype,default", EXACT, ids=[f"{d}-{v!r}" for d, v in EXACT])
+def test_c_entry_takes_exact_defaults(dtype, default, rules_calls):
+    idx = rows_matrix([0, 2])
+    vals = np.arange(2).astype(dtype)
+    want, exc = _rules_result(idx, vals, default)
+    assert exc is None
+    same(sfer.sparse_fill_empty_rows(idx, vals, [4, 9], default), want)
+    same(sfer.sparse_fill_empty_rows(idx, vals, np.array([4, 9]), default, num_threads=1), want)
+    assert rules_calls == []
+
+
+@pytest.mark.parametrize("dtype,default", NOT_EXACT, ids=[f"{d}-{v!r}" for d, v in NOT_EXACT])
+def test_other_defaults_take_the_python_rules(dtype, default, rules_calls):
+    idx = rows_matrix([0, 2])
+    vals = np.arange(2).astype(dtype)
+    want, exc = _rules_result(idx, vals, default)
+    if exc is None:
+        same(sfer.sparse_fill_empty_rows(idx, vals, [4, 9], default), want)
+    else:
+        with pytest.raises(type(exc)) as got:
+            sfer.sparse_fill_empty_rows(idx, vals, [4, 9], default)
+        assert str(got.value) == str(exc)
+    assert len(rules_calls) == 1 and rules_calls[0] is default
+
+
+def test_bench_fill_small_takes_the_c_entry(rules_calls):
+    """bench_fill.py's default_value (a 0-d array of values' dtype) on its small case."""
+    rows = np.sort(np.random.default_rng(1).integers(0, 500, 900))
+    idx, vals = rows_matrix(rows), np.ones(900, np.float32)
+    default = np.array(np.float32(-1.0))
+    got = sfer.sparse_fill_empty_rows(idx, vals, np.array([500, 9]), default)
+    assert rules_calls == [] and _fill._last_path() == "sorted"
+    same(got, reference.sparse_fill_empty_rows(idx, vals, [500, 9], default))
