@@ -8,7 +8,7 @@ single pass that checks the rows and places the entries by the sorted rule below
 rows never decrease; rows that do decrease send it on as a large call.  Every other call first
 scans column 0 of ``indices`` (in parallel, each thread a contiguous slice of entries): it
 checks the rows, learns whether they never decrease, and counts the distinct rows.  Then one of
-three paths places the entries; none depends on the thread count:
+four paths places the entries; none depends on the thread count:
 
 * ``"fast"``: rows sorted and no row empty.  The outputs are the (converted) inputs, handed
   back as read-only views; only ``reverse_index_map`` (``0..N-1``) and
@@ -22,6 +22,14 @@ three paths places the entries; none depends on the thread count:
   each thread places its entries in input order.  Extra memory: ``threads x dense_rows``
   counters, int32 where ``N + dense_rows`` fits, else int64 (fewer threads count when the
   counters would outweigh the outputs: ``sfer._runtime.counting_threads``).
+* ``"partition"``: rows not sorted, a large call (``PARTITION_BELOW`` entries or more).  The
+  entries are radix-partitioned by row into buckets of ``2**k`` rows whose outputs fit in L2,
+  each slice's entries copied in input order to their bucket's output range (through
+  write-combining lines); each bucket is then placed in cache by a stable counting sort, and a
+  last pass writes ``reverse_index_map`` in input order (``src/sfer_fill.h``, ``sfer_part_*``).
+  Extra memory: 4 bytes per entry, a bit per row per slice, counts per bucket per slice, one
+  bucket's work space per placing thread; all of it no more than the outputs (threads are
+  lowered; the counting path takes the call where even one would not fit).
 
 Every kernel reads the call's inputs and writes its outputs through one context,
 ``sfer_fill_ctx`` (``src/sfer_fill.h``).
@@ -814,8 +822,8 @@ _PATH_NAMES = {PATH_FAST: "fast", PATH_SORTED: "sorted", PATH_COUNTING: "countin
 
 
 def _last_path():
-    """The path the latest call that reached one took: ``"fast"``, ``"sorted"`` or
-    ``"counting"``; None before any (a test hook, racy across Python threads)."""
+    """The path the latest call that reached one took: ``"fast"``, ``"sorted"``,
+    ``"partition"`` or ``"counting"``; None before any (a test hook, racy across Python threads)."""
     return _PATH_NAMES.get(sfer_atomic_load(&_last_path_code))
 
 
