@@ -8,7 +8,7 @@ single pass that checks the rows and places the entries by the sorted rule below
 rows never decrease; rows that do decrease send it on as a large call.  Every other call first
 scans column 0 of ``indices`` (in parallel, each thread a contiguous slice of entries): it
 checks the rows, learns whether they never decrease, and counts the distinct rows.  Then one of
-three paths places the entries; none depends on the thread count:
+four paths places the entries; none depends on the thread count:
 
 * ``"fast"``: rows sorted and no row empty.  The outputs are the (converted) inputs, handed
   back as read-only views; only ``reverse_index_map`` (``0..N-1``) and
@@ -22,6 +22,14 @@ three paths places the entries; none depends on the thread count:
   each thread places its entries in input order.  Extra memory: ``threads x dense_rows``
   counters, int32 where ``N + dense_rows`` fits, else int64 (fewer threads count when the
   counters would outweigh the outputs: ``sfer._runtime.counting_threads``).
+* ``"partition"``: rows not sorted, a large call (``PARTITION_BELOW`` entries or more).  The
+  entries are radix-partitioned by row into buckets of ``2**k`` rows whose outputs fit in L2,
+  each slice's entries copied in input order to their bucket's output range (through
+  write-combining lines); each bucket is then placed in cache by a stable counting sort, and a
+  last pass writes ``reverse_index_map`` in input order (``src/sfer_fill.h``, ``sfer_part_*``).
+  Extra memory: 4 bytes per entry, a bit per row per slice, counts per bucket per slice, one
+  bucket's work space per placing thread; all of it no more than the outputs (threads are
+  lowered; the counting path takes the call where even one would not fit).
 
 Every kernel reads the call's inputs and writes its outputs through one context,
 ``sfer_fill_ctx`` (``src/sfer_fill.h``).
@@ -35,10 +43,10 @@ to convert and nothing to reject but rows.
 
 cimport numpy as cnp
 from cpython.object cimport Py_TYPE
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.math cimport isfinite
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
 from sfer._common cimport sfer_atomic_load, sfer_atomic_store, sfer_prefetch_w
@@ -90,6 +98,26 @@ cdef extern from "src/sfer_fill.h":
                              int check, int64_t *bad) noexcept nogil
     int64_t sfer_fill_sorted_slice(const sfer_fill_ctx *c, int64_t i0, int64_t i1,
                                    int64_t e) noexcept nogil
+    ctypedef struct sfer_part_ctx:
+        int shift
+        int nthreads
+        int64_t buckets
+        int64_t words
+        int64_t *cur
+        int64_t *first
+        int64_t *start
+        uint64_t *bits
+        uint32_t *pos
+        int64_t cap
+    int64_t sfer_part_tmp_bytes(const sfer_fill_ctx *c, const sfer_part_ctx *pc) noexcept nogil
+    void sfer_part_count(const sfer_fill_ctx *c, const sfer_part_ctx *pc, int t) noexcept nogil
+    int64_t sfer_part_distinct(const sfer_part_ctx *pc, int64_t b) noexcept nogil
+    int64_t sfer_part_lay_out(const sfer_fill_ctx *c, sfer_part_ctx *pc) noexcept nogil
+    void sfer_part_scatter(const sfer_fill_ctx *c, const sfer_part_ctx *pc, int t) noexcept nogil
+    int sfer_part_scatter_wc(const sfer_fill_ctx *c, const sfer_part_ctx *pc, int t) noexcept nogil
+    void sfer_part_place(const sfer_fill_ctx *c, const sfer_part_ctx *pc, int64_t b,
+                         char *tmp) noexcept nogil
+    void sfer_part_rim(const sfer_fill_ctx *c, const sfer_part_ctx *pc, int t) noexcept nogil
 
 cdef extern from *:
     """
@@ -119,8 +147,16 @@ cdef enum:
     PATH_FAST = 1
     PATH_SORTED = 2
     PATH_COUNTING = 3
+    PATH_PARTITION = 4
+
+cdef enum:
+    PARTITION_BELOW = 1 << 19   # unsorted calls on fewer entries take the counting path
+    BUCKET_BYTES = 1 << 18      # the partition path's bucket: about this many output bytes
+    MAX_BUCKETS = 1 << 12       # ... and at most this many buckets
+    MAX_SHIFT = 20              # ... of at most 2**MAX_SHIFT rows
 
 cdef int _last_path_code = 0   # the path of the latest call that reached one (a test hook)
+cdef int64_t _partition_below = PARTITION_BELOW   # (a test hook: _set_partition_below)
 cdef bint _wide_counters = False    # int64 counters even where int32 fit (a test hook)
 
 
@@ -479,6 +515,105 @@ cdef object run_counting(sfer_fill_ctx *c, cnp.ndarray vals, object default, int
     return fill_result(c, out_ind, out_vals, empty, rim, vals, default)
 
 
+cdef bint plan_partition(const sfer_fill_ctx *c, int nthreads, sfer_part_ctx *pc) noexcept nogil:
+    # pc: out (shift, buckets, words, nthreads; its arrays NULL).  False when the partition
+    # path does not pay (few entries: their random writes stay in cache) or
+    # cannot run (2**31 entries or more, too many rows for MAX_BUCKETS buckets).  A bucket
+    # holds about BUCKET_BYTES of outputs; the slices are as many as the threads, fewer while
+    # their bitmaps and counts would take more than half the least the outputs can take.
+    cdef int64_t item = 8 * c.rank + c.size
+    cdef double least = <double>c.n * (item + 8) + c.dense_rows
+    pc.cur = pc.first = pc.start = NULL
+    pc.bits = NULL
+    pc.pos = NULL
+    if (c.n < _partition_below or c.n >= 0x7fffffff
+            or c.dense_rows > (<int64_t>MAX_BUCKETS << MAX_SHIFT)):
+        return False
+    pc.shift = 6
+    while pc.shift < MAX_SHIFT and (<int64_t>1 << pc.shift) < c.dense_rows and (
+            (c.dense_rows - 1) >> pc.shift >= MAX_BUCKETS
+            or <double>(<int64_t>1 << pc.shift) * (c.n + c.dense_rows) * item
+            < <double>BUCKET_BYTES * c.dense_rows):
+        pc.shift += 1
+    pc.buckets = ((c.dense_rows - 1) >> pc.shift) + 1 if c.dense_rows > 0 else 1
+    pc.words = (c.dense_rows + 63) >> 6
+    pc.nthreads = nthreads
+    while pc.nthreads > 1 and pc.nthreads * (8.0 * pc.words + 16.0 * pc.buckets) > least / 2:
+        pc.nthreads -= 1
+    return True
+
+
+cdef void free_partition(sfer_part_ctx *pc) noexcept nogil:
+    free(pc.cur)
+    free(pc.first)
+    free(pc.start)
+    free(pc.bits)
+
+
+cdef int place_threads(const sfer_fill_ctx *c, const sfer_part_ctx *pc, int nthreads,
+                       int64_t n_full) noexcept nogil:
+    # The threads that place buckets: at most nthreads and the buckets, each with its work
+    # space, as long as all the scratch takes no more memory than the outputs; 0 when even
+    # one work space would not fit.
+    cdef double outputs = <double>n_full * (8 * c.rank + c.size) + 8.0 * c.n + c.dense_rows
+    cdef double fixed = 4.0 * c.n + pc.nthreads * (8.0 * pc.words + 16.0 * pc.buckets)
+    cdef double room = outputs - fixed - 16.0 * pc.buckets
+    cdef double each = <double>sfer_part_tmp_bytes(c, pc)
+    cdef int tp = nthreads if nthreads < pc.buckets else <int>pc.buckets
+    while tp > 0 and tp * each > room:
+        tp -= 1
+    return tp
+
+
+cdef object run_partition(sfer_fill_ctx *c, cnp.ndarray vals, object default, int nthreads):
+    # Rows not sorted, a large call: the partitioned placement (src/sfer_fill.h), or None when
+    # it does not pay or its scratch would outweigh the outputs (then the counting path).
+    cdef sfer_part_ctx pc
+    cdef int64_t n_full, b, stride
+    cdef cnp.npy_intp n = c.n
+    cdef int t, tp
+    cdef char *tmp = NULL
+    if not plan_partition(c, nthreads, &pc):
+        return None
+    try:
+        pc.cur = <int64_t *>calloc(2 * pc.nthreads * pc.buckets, sizeof(int64_t))
+        pc.first = <int64_t *>malloc((pc.buckets + 1) * sizeof(int64_t))
+        pc.start = <int64_t *>malloc((pc.buckets + 1) * sizeof(int64_t))
+        pc.bits = <uint64_t *>calloc(pc.nthreads * pc.words, sizeof(uint64_t))
+        pos = cnp.PyArray_EMPTY(1, &n, cnp.NPY_UINT32, 0)   # NumPy's: huge pages where it can
+        pc.pos = <uint32_t *>cnp.PyArray_DATA(pos)
+        if not (pc.cur and pc.first and pc.start and pc.bits and pc.pos):
+            raise MemoryError(_errors.no_work_space())
+        with nogil:
+            for t in prange(pc.nthreads, schedule='static', num_threads=pc.nthreads):
+                sfer_part_count(c, &pc, t)
+            for b in prange(pc.buckets, schedule='static', num_threads=pc.nthreads):
+                pc.start[b] = sfer_part_distinct(&pc, b)
+            n_full = sfer_part_lay_out(c, &pc)
+            tp = place_threads(c, &pc, nthreads, n_full)
+            stride = sfer_part_tmp_bytes(c, &pc)
+            tmp = <char *>malloc(tp * stride) if tp > 0 else NULL
+        if tmp == NULL:
+            return None
+        sfer_atomic_store(&_last_path_code, PATH_PARTITION)
+        empty = new_empty(c, False)
+        rim = new_rim(c)
+        out_ind = new_out_ind(c, n_full)
+        out_vals = new_out_vals(c, n_full, vals)
+        with nogil:
+            for t in prange(pc.nthreads, schedule='static', num_threads=pc.nthreads):
+                if not sfer_part_scatter_wc(c, &pc, t):
+                    sfer_part_scatter(c, &pc, t)
+            for b in prange(pc.buckets, schedule='dynamic', num_threads=tp):
+                sfer_part_place(c, &pc, b, tmp + threadid() * stride)
+            for t in prange(pc.nthreads, schedule='static', num_threads=pc.nthreads):
+                sfer_part_rim(c, &pc, t)
+        return fill_result(c, out_ind, out_vals, empty, rim, vals, default)
+    finally:
+        free(tmp)
+        free_partition(&pc)
+
+
 cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, const char *dflt,
                      object default, int requested, object given):
     # ind: int64 [n, rank], C-contiguous and aligned; vals: [n] of the output dtype, likewise;
@@ -525,7 +660,8 @@ cdef object run_large(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, objec
             return run_fast(c, ind, vals, nthreads)
         if total.down == 0:
             return run_sorted(c, vals, default, scans, nthreads)
-        return run_counting(c, vals, default, nthreads)
+        result = run_partition(c, vals, default, nthreads)
+        return result if result is not None else run_counting(c, vals, default, nthreads)
     finally:
         free(scans)
         leave_call()
@@ -804,12 +940,13 @@ def sparse_fill_empty_rows(indices, values, dense_shape, default_value, *, num_t
                     None, requested, idx)
 
 
-_PATH_NAMES = {PATH_FAST: "fast", PATH_SORTED: "sorted", PATH_COUNTING: "counting"}
+_PATH_NAMES = {PATH_FAST: "fast", PATH_SORTED: "sorted", PATH_COUNTING: "counting",
+               PATH_PARTITION: "partition"}
 
 
 def _last_path():
-    """The path the latest call that reached one took: ``"fast"``, ``"sorted"`` or
-    ``"counting"``; None before any (a test hook, racy across Python threads)."""
+    """The path the latest call that reached one took: ``"fast"``, ``"sorted"``,
+    ``"partition"`` or ``"counting"``; None before any (a test hook, racy across Python threads)."""
     return _PATH_NAMES.get(sfer_atomic_load(&_last_path_code))
 
 
@@ -819,3 +956,13 @@ def _use_wide_counters(flag):
     N + dense_rows >= 2**31."""
     global _wide_counters
     _wide_counters = bool(flag)
+
+
+def _set_partition_below(entries):
+    """Unsorted calls on fewer than ``entries`` entries take the counting path, the others the
+    partition path where it can run (a test hook: the default is ``PARTITION_BELOW``; pass
+    None to restore it).  Returns the previous value."""
+    global _partition_below
+    old = _partition_below
+    _partition_below = PARTITION_BELOW if entries is None else int(entries)
+    return old

@@ -5,7 +5,10 @@
 #define SFER_FILL_H
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "sfer_mem.h"
 
 #if defined(__GNUC__)
 #define SFER_NOINLINE __attribute__((noinline))
@@ -146,6 +149,253 @@ static SFER_NOINLINE int64_t sfer_fill_sorted_slice(const sfer_fill_ctx *c, int6
                                                    int64_t i1, int64_t e)
 {
     return sfer_fill_sorted(c, i0, i1, e, 0, NULL);
+}
+
+/* ---------------------------------------------------------------------------------------------
+   The partitioned placement (rows not sorted, large calls).  Rows are cut into buckets of
+   1 << shift rows each; a bucket's outputs fit in L2.  Each slice of entries (the scan's
+   slices, t * n / nthreads ...) is counted by bucket and marks its rows in a bitmap
+   (sfer_part_count); the buckets' output ranges follow (sfer_part_distinct, then
+   sfer_part_lay_out); each slice copies its entries, in input order, to the next free slots of
+   their buckets' ranges (sfer_part_scatter: one sequential write stream per bucket); each
+   bucket then places its own range by a counting sort in cache (sfer_part_place), and a last
+   pass over each slice writes reverse_index_map in input order (sfer_part_rim).  Within a
+   bucket, the slots hold slice 0's entries, then slice 1's, ..., each in input order: the
+   grouping stays stable. */
+typedef struct {
+    int shift;            /* bucket b holds rows [b << shift, (b + 1) << shift); shift >= 6 */
+    int nthreads;         /* the slices of entries */
+    int64_t buckets;      /* ceil(dense_rows / (1 << shift)) */
+    int64_t words;        /* 64-bit words of one slice's row bitmap: ceil(dense_rows / 64) */
+    int64_t *cur;         /* [2, nthreads, buckets], zeroed: each slice's count of entries in
+                             each bucket (the first copy), then its next entry slot there: the
+                             scatter's copy and the rim pass's copy */
+    int64_t *first;       /* [buckets + 1]: each bucket's first entry slot (slots 0..n-1) */
+    int64_t *start;       /* [buckets + 1]: each bucket's distinct rows, then its first output
+                             position (start[buckets] = N_full) */
+    uint64_t *bits;       /* [nthreads, words], zeroed: the rows each slice holds */
+    uint32_t *pos;        /* [n]: entry slot g of bucket b -> its output position - start[b] */
+    int64_t cap;          /* the most entries in one bucket (sfer_part_lay_out's) */
+} sfer_part_ctx;
+
+/* Bytes of one thread's sfer_part_place work space: the bucket's row counters, its entries'
+   indices and values. */
+static inline int64_t sfer_part_tmp_bytes(const sfer_fill_ctx *c, const sfer_part_ctx *pc)
+{
+    int64_t b = ((int64_t)4 << pc->shift) + pc->cap * (8 * c->rank + (c->dflt ? c->size : 0));
+    return (b + 63) & ~(int64_t)63;
+}
+
+/* Slice t: counts its entries by bucket (cur's first copy, row t) and marks their rows (bits,
+   row t).  The rows are checked already. */
+static SFER_NOINLINE void sfer_part_count(const sfer_fill_ctx *c, const sfer_part_ctx *pc, int t)
+{
+    const int64_t *ind = c->ind;
+    const int64_t rank = c->rank, n = c->n;
+    const int shift = pc->shift;
+    int64_t *cnt = pc->cur + t * pc->buckets;
+    uint64_t *bits = pc->bits + t * pc->words;
+    for (int64_t i = t * n / pc->nthreads, i1 = (t + 1) * n / pc->nthreads; i < i1; i++) {
+        uint64_t r = (uint64_t)ind[i * rank];
+        cnt[r >> shift]++;
+        bits[r >> 6] |= (uint64_t)1 << (r & 63);
+    }
+}
+
+/* The distinct rows of bucket b: the rows marked in any slice's bitmap. */
+static inline int64_t sfer_part_distinct(const sfer_part_ctx *pc, int64_t b)
+{
+    int64_t w0 = (b << pc->shift) >> 6, w1 = ((b + 1) << pc->shift) >> 6, d = 0;
+    if (w1 > pc->words)
+        w1 = pc->words;
+    for (int64_t w = w0; w < w1; w++) {
+        uint64_t x = 0;
+        for (int t = 0; t < pc->nthreads; t++)
+            x |= pc->bits[t * pc->words + w];
+        d += __builtin_popcountll(x);
+    }
+    return d;
+}
+
+/* The lay-out, from the counts and each bucket's distinct rows (in start): first, start, cap,
+   and each slice's first entry slot in each bucket (both copies of cur).  Returns N_full. */
+static int64_t sfer_part_lay_out(const sfer_fill_ctx *c, sfer_part_ctx *pc)
+{
+    const int64_t k = pc->buckets, tk = pc->nthreads * k;
+    int64_t e = 0, p = 0, cap = 0;
+    for (int64_t b = 0; b < k; b++) {
+        int64_t r0 = b << pc->shift, r1 = (b + 1) << pc->shift, g = e;
+        int64_t distinct = pc->start[b];
+        if (r1 > c->dense_rows)
+            r1 = c->dense_rows;
+        for (int64_t x = b; x < tk; x += k) {
+            int64_t m = pc->cur[x];
+            pc->cur[x] = pc->cur[tk + x] = g;
+            g += m;
+        }
+        pc->first[b] = e;
+        pc->start[b] = p;
+        p += g - e + (r1 - r0) - distinct;
+        cap = g - e > cap ? g - e : cap;
+        e = g;
+    }
+    pc->first[k] = e;
+    pc->start[k] = p;
+    pc->cap = cap;
+    return p;
+}
+
+/* Slice t: each entry, in input order, to the next free slot of its bucket's output range
+   (cur's first copy, row t); reverse_index_map holds its bucket for now. */
+static SFER_NOINLINE void sfer_part_scatter(const sfer_fill_ctx *c, const sfer_part_ctx *pc,
+                                            int t)
+{
+    const sfer_fill_ctx k = *c;
+    const int shift = pc->shift;
+    const int64_t *first = pc->first, *start = pc->start;
+    int64_t *cur = pc->cur + t * pc->buckets;
+    for (int64_t i = t * k.n / pc->nthreads, i1 = (t + 1) * k.n / pc->nthreads; i < i1; i++) {
+        const int64_t *src = k.ind + i * k.rank;
+        int64_t b = (int64_t)((uint64_t)src[0] >> shift);
+        int64_t p = cur[b]++ + start[b] - first[b];
+        int64_t *dst = k.out_ind + p * k.rank;
+        for (int64_t j = 0; j < k.rank; j++)
+            dst[j] = src[j];
+        if (k.out_vals)
+            sfer_copy_item(k.out_vals + p * k.size, k.vals + i * k.size, k.size);
+        k.rim[i] = b;
+    }
+}
+
+/* A write-combining line: the 64 bytes at `line` (64-byte aligned) from buf, those from lo on
+   only (lo: where this slice's part of the bucket's range starts): a whole line owned goes
+   out with non-temporal stores (no read for ownership), a line shared with the range before
+   it with plain ones. */
+static inline void sfer_wc_flush(char *line, const char *buf, char *lo)
+{
+    if (lo <= line) {
+        for (int j = 0; j < 64; j += 8)
+            sfer_stream8(line + j, buf + j);
+    } else {
+        memcpy(lo, buf + (lo - line), (size_t)(64 - (lo - line)));
+    }
+}
+
+/* The bytes [line, end) of an unfinished line, from lo on (the bucket's last line). */
+static inline void sfer_wc_tail(char *end, const char *buf, char *lo)
+{
+    char *line = (char *)((uintptr_t)end & ~(uintptr_t)63);
+    if (lo < line)
+        lo = line;
+    if (end > lo)
+        memcpy(lo, buf + (lo - line), (size_t)(end - lo));
+}
+
+/* sfer_part_scatter through a 64-byte write-combining line per bucket for the indices and
+   one for the values: each bucket's range fills line by line, and whole lines go out with
+   non-temporal stores.  For values of 1, 2, 4, 8 or 16 bytes on their own alignment (an item
+   never straddles a line), or none; 0 (nothing written) when they are not, or when the
+   lines' memory cannot be had. */
+static SFER_NOINLINE int sfer_part_scatter_wc(const sfer_fill_ctx *c, const sfer_part_ctx *pc,
+                                              int t)
+{
+    const sfer_fill_ctx k = *c;
+    const int shift = pc->shift;
+    const int64_t nb = pc->buckets, *first = pc->first, *start = pc->start;
+    int64_t *cur = pc->cur + t * nb;
+    const int64_t *cur0 = pc->cur + (pc->nthreads + t) * nb;   /* this slice's first slots */
+    if (k.out_vals && (64 % k.size != 0 || (uintptr_t)k.out_vals % k.size != 0))
+        return 0;
+    char *mem = (char *)malloc((size_t)(nb * 128 + 64));
+    if (!mem)
+        return 0;
+    char *bufs = (char *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
+    for (int64_t i = t * k.n / pc->nthreads, i1 = (t + 1) * k.n / pc->nthreads; i < i1; i++) {
+        const int64_t *src = k.ind + i * k.rank;
+        int64_t b = (int64_t)((uint64_t)src[0] >> shift), d = start[b] - first[b];
+        int64_t p = cur[b]++ + d;
+        char *buf = bufs + 128 * b, *a = (char *)(k.out_ind + p * k.rank);
+        for (int64_t j = 0; j < k.rank; j++) {
+            memcpy(buf + ((uintptr_t)a & 63), src + j, 8);
+            a += 8;
+            if (((uintptr_t)a & 63) == 0)
+                sfer_wc_flush(a - 64, buf, (char *)(k.out_ind + (cur0[b] + d) * k.rank));
+        }
+        if (k.out_vals) {
+            a = k.out_vals + p * k.size;
+            sfer_copy_item(buf + 64 + ((uintptr_t)a & 63), k.vals + i * k.size, k.size);
+            a += k.size;
+            if (((uintptr_t)a & 63) == 0)
+                sfer_wc_flush(a - 64, buf + 64, k.out_vals + (cur0[b] + d) * k.size);
+        }
+        k.rim[i] = b;
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t d = start[b] - first[b];
+        if (cur[b] == cur0[b])
+            continue;
+        sfer_wc_tail((char *)(k.out_ind + (cur[b] + d) * k.rank), bufs + 128 * b,
+                     (char *)(k.out_ind + (cur0[b] + d) * k.rank));
+        if (k.out_vals)
+            sfer_wc_tail(k.out_vals + (cur[b] + d) * k.size, bufs + 128 * b + 64,
+                         k.out_vals + (cur0[b] + d) * k.size);
+    }
+    sfer_stream_fence();
+    free(mem);
+    return 1;
+}
+
+/* Bucket b: its entries (in its output range since sfer_part_scatter) go to tmp, then back
+   by a stable counting sort on their rows, with each empty row's default entry and the
+   bucket's empty flags; pos gets each slot's output position.  tmp: sfer_part_tmp_bytes. */
+static SFER_NOINLINE void sfer_part_place(const sfer_fill_ctx *c, const sfer_part_ctx *pc,
+                                          int64_t b, char *tmp)
+{
+    const sfer_fill_ctx k = *c;
+    const int64_t m = pc->first[b + 1] - pc->first[b], p0 = pc->start[b], r0 = b << pc->shift;
+    int64_t rows = k.dense_rows - r0 < ((int64_t)1 << pc->shift)
+                   ? k.dense_rows - r0 : ((int64_t)1 << pc->shift);
+    uint32_t *cnt = (uint32_t *)tmp, *pos = pc->pos + pc->first[b], off = 0;
+    int64_t *t_ind = (int64_t *)(tmp + ((int64_t)4 << pc->shift));
+    char *t_vals = (char *)(t_ind + m * k.rank);
+    memcpy(t_ind, k.out_ind + p0 * k.rank, (size_t)(m * k.rank) * sizeof(int64_t));
+    if (k.out_vals)
+        memcpy(t_vals, k.out_vals + p0 * k.size, (size_t)(m * k.size));
+    memset(cnt, 0, (size_t)rows * sizeof(uint32_t));
+    for (int64_t j = 0; j < m; j++)
+        cnt[t_ind[j * k.rank] - r0]++;
+    for (int64_t q = 0; q < rows; q++) {
+        uint32_t x = cnt[q];
+        cnt[q] = off;
+        k.empty[r0 + q] = x == 0;
+        if (x == 0)
+            sfer_fill_default(&k, r0 + q, p0 + off);
+        off += x ? x : 1;
+    }
+    for (int64_t j = 0; j < m; j++) {
+        const int64_t *src = t_ind + j * k.rank;
+        uint32_t o = cnt[src[0] - r0]++;
+        int64_t *dst = k.out_ind + (p0 + o) * k.rank;
+        for (int64_t x = 0; x < k.rank; x++)
+            dst[x] = src[x];
+        if (k.out_vals)
+            sfer_copy_item(k.out_vals + (p0 + o) * k.size, t_vals + j * k.size, k.size);
+        pos[j] = o;
+    }
+}
+
+/* Slice t: reverse_index_map in input order, each entry's output position read from pos at
+   the slot sfer_part_scatter gave it (cur's second copy, row t). */
+static SFER_NOINLINE void sfer_part_rim(const sfer_fill_ctx *c, const sfer_part_ctx *pc, int t)
+{
+    int64_t *rim = c->rim;
+    const int64_t *start = pc->start;
+    const uint32_t *pos = pc->pos;
+    int64_t *cur = pc->cur + (pc->nthreads + t) * pc->buckets;
+    for (int64_t i = t * c->n / pc->nthreads, i1 = (t + 1) * c->n / pc->nthreads; i < i1; i++) {
+        int64_t b = rim[i];
+        rim[i] = start[b] + pos[cur[b]++];
+    }
 }
 
 #endif  /* SFER_FILL_H */
