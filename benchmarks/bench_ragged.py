@@ -14,6 +14,12 @@ short call runs it enough times to last 20 ms and divides.
   in its own process: this script run by ``--tf-python`` (an interpreter with tensorflow;
   TensorFlow is never a dependency of sfer or of its tests).  Left out without it.
 
+Beside them: sfer writing into one ``out=`` array, the same each call (as a pipeline of
+batches of one size can), and ``np.ones`` of the indices' shape (one thread): a new array of
+that size, whose fresh pages the kernel zeroes at first touch -- on large inputs most of a
+call's time.  TensorFlow's allocator keeps its memory between calls (no page faults in a
+loop of calls), so ``out=`` is the like-for-like comparison with it.
+
 The targets (issue 19): >= 4x TensorFlow and >= 8x NumPy at N ~ 1e7, >= 100x TensorFlow at
 N ~ 1e3.
 """
@@ -104,7 +110,8 @@ def main():
     print(f"sfer {sfer.__version__}, {threads} thread(s), {os.cpu_count()} CPUs; NumPy "
           f"{np.__version__}" + (f"; TensorFlow {tf['tensorflow']}" if tf else
                                  "; TensorFlow: not run (--tf-python)"))
-    print(f"{'N':>10} {'sfer':>10} {'NumPy':>10} {'TF':>10} {'vs NumPy':>9} {'vs TF':>8}")
+    print(f"{'N':>10} {'sfer':>10} {'sfer out=':>10} {'np.ones':>10} {'NumPy':>10} "
+          f"{'TF':>10} {'vs NumPy':>9} {'vs TF':>8} {'out= vs TF':>10}")
     for name, rows in SIZES.items():
         values, splits = make(rows)
         want = numpy_composite(values, splits)
@@ -113,10 +120,16 @@ def main():
         t_sfer = median_time(lambda: sfer.ragged_to_sparse(values, splits,
                                                            num_threads=args.num_threads),
                              args.repeat)
+        out = np.empty_like(want[0])
+        t_out = median_time(lambda: sfer.ragged_to_sparse(values, splits, out=out,
+                                                          num_threads=args.num_threads),
+                            args.repeat)
+        t_ones = median_time(lambda: np.ones(want[0].shape, np.int64), args.repeat)
         t_np = median_time(lambda: numpy_composite(values, splits), args.repeat)
         t_tf = tf[name] if tf else float("nan")
-        print(f"{values.shape[0]:>10} {t_sfer * 1e3:>8.4f}ms {t_np * 1e3:>8.3f}ms "
-              f"{t_tf * 1e3:>8.3f}ms {t_np / t_sfer:>8.1f}x {t_tf / t_sfer:>7.1f}x")
+        print(f"{values.shape[0]:>10} {t_sfer * 1e3:>8.4f}ms {t_out * 1e3:>8.4f}ms "
+              f"{t_ones * 1e3:>8.4f}ms {t_np * 1e3:>8.3f}ms {t_tf * 1e3:>8.3f}ms "
+              f"{t_np / t_sfer:>8.1f}x {t_tf / t_sfer:>7.1f}x {t_tf / t_out:>9.1f}x")
     print("targets: >= 8x NumPy and >= 4x TF at N ~ 1e7; >= 100x TF at N ~ 1e3")
 
 

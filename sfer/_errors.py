@@ -100,6 +100,10 @@ def out_dtype(want: Any, got: Any) -> str:
     return f"out must have dtype {want.name} (native byte order), got {got.name} ({got.str})"
 
 
+def out_indices_shape(want: Any, shape: Any) -> str:
+    return f"out must have shape {want} (the indices' shape), got {shape}"
+
+
 def out_read_only() -> str:
     return "out must be writeable"
 

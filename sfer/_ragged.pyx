@@ -34,7 +34,8 @@ from sfer._runtime cimport enter_call, leave_call, plan_threads, thread_request
 import numpy as np
 
 from sfer import _errors
-from sfer._ragged_inputs import check_splits, entry_error, ragged_inputs, sparse_inputs
+from sfer._ragged_inputs import (check_splits, entry_error, indices_out, ragged_inputs,
+                                 sparse_inputs)
 from sfer._result import SparseCOO
 
 cnp.import_array()
@@ -246,8 +247,16 @@ cdef object check_scans(const ragged_call *c, int nthreads, level_scan *scans, l
     return widths
 
 
-cdef object run_ragged(cnp.ndarray vals, list splits, list names, int requested):
-    # vals: >= 1-D; splits: int64 vectors, C-contiguous and aligned; names: theirs.
+cdef cnp.ndarray given_out(tuple want, cnp.npy_intp *dims, cnp.ndarray vals, list splits):
+    # The caller's out= for indices [dims[0], dims[1]], if it can receive them (else the error).
+    out, values, row_splits = want
+    levels = (list(row_splits) if isinstance(row_splits, (list, tuple)) else [row_splits])
+    return indices_out(out, (dims[0], dims[1]), [values, vals], levels + splits)
+
+
+cdef object run_ragged(cnp.ndarray vals, list splits, list names, int requested, tuple want):
+    # vals: >= 1-D; splits: int64 vectors, C-contiguous and aligned; names: theirs; want: None,
+    # or (out, values, row_splits) as the caller gave them: indices go to out (checked here).
     cdef ragged_call c
     cdef int64_t d, cols, work
     cdef int nthreads
@@ -289,7 +298,8 @@ cdef object run_ragged(cnp.ndarray vals, list splits, list names, int requested)
             widths = check_scans(&c, nthreads, scans, names, splits)
             dims2[0] = c.n * c.inner
             dims2[1] = cols
-            out = cnp.PyArray_EMPTY(2, dims2, cnp.NPY_INT64, 0)
+            out = (cnp.PyArray_EMPTY(2, dims2, cnp.NPY_INT64, 0) if want is None
+                   else given_out(want, dims2, vals, splits))
             c.out = <int64_t *>cnp.PyArray_DATA(out)
             with nogil:
                 write_all(&c, nthreads, scratch)
@@ -312,7 +322,7 @@ cdef inline bint behaved(cnp.ndarray a) noexcept:
     return cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISNOTSWAPPED(a)
 
 
-def ragged_to_sparse(values, row_splits, *, num_threads=None):
+def ragged_to_sparse(values, row_splits, *, num_threads=None, out=None):
     """A ragged tensor (``values`` and its row splits) as a COO sparse tensor: exactly
     ``tf.RaggedTensor.from_nested_row_splits(values, row_splits).to_sparse()``.
 
@@ -326,6 +336,13 @@ def ragged_to_sparse(values, row_splits, *, num_threads=None):
         last: ``N``).
     num_threads : int, optional
         As for :func:`sfer.sparse_fill_empty_rows`; the result is the same for every value.
+    out : numpy.ndarray, optional
+        Where to write ``indices``: int64 (native byte order), of their shape
+        ``(N * inner, k + values.ndim)``, writeable, C-contiguous and aligned, sharing no
+        memory with ``values`` or the splits; returned as ``indices``. A pipeline that
+        converts batches of one size can pass the same array each time: a new ``indices``
+        costs the kernel's zeroing of its fresh pages, most of the call's time on large
+        inputs (:doc:`ragged`). A call that raises leaves it as it was.
 
     Returns
     -------
@@ -341,7 +358,8 @@ def ragged_to_sparse(values, row_splits, *, num_threads=None):
     TypeError, ValueError
         Splits that are not integer vectors, or that do not start at 0, decrease or end
         elsewhere than the next level's length (innermost level first, as TensorFlow checks);
-        values of no dimension.
+        values of no dimension; an ``out`` that cannot receive ``indices`` (checked after the
+        inputs).
     """
     cdef cnp.ndarray vals, s
     if type(values) is cnp.ndarray and type(row_splits) is cnp.ndarray:
@@ -349,9 +367,11 @@ def ragged_to_sparse(values, row_splits, *, num_threads=None):
         s = <cnp.ndarray>row_splits
         if (cnp.PyArray_NDIM(vals) >= 1 and cnp.PyArray_NDIM(s) == 1 and behaved(s)
                 and cnp.PyArray_TYPE(s) == cnp.NPY_INT64):
-            return run_ragged(vals, [s], _ONE_NAME, thread_request(num_threads))
+            return run_ragged(vals, [s], _ONE_NAME, thread_request(num_threads),
+                              None if out is None else (out, values, row_splits))
     vals, splits, names = ragged_inputs(values, row_splits)
-    return run_ragged(vals, splits, names, thread_request(num_threads))
+    return run_ragged(vals, splits, names, thread_request(num_threads),
+                      None if out is None else (out, values, row_splits))
 
 
 # ---------------------------------------------------------------------------------------------

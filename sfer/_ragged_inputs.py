@@ -21,8 +21,8 @@ import numpy as np
 from sfer import _errors
 from sfer._convert import as_array
 
-__all__ = ["check_sparse_entries", "check_splits", "ragged_inputs", "sparse_inputs",
-           "splits_names"]
+__all__ = ["check_sparse_entries", "check_splits", "indices_out", "ragged_inputs",
+           "sparse_inputs", "splits_names"]
 
 _INT64_MAX = np.iinfo(np.int64).max
 
@@ -71,6 +71,29 @@ def ragged_inputs(values: Any, row_splits: Any) -> Tuple[np.ndarray, List[np.nda
     if vals.ndim == 0:
         raise ValueError(_errors.values_scalar(vals.shape))
     return vals, splits, names
+
+
+def indices_out(out: Any, shape: Tuple[int, int], values: List[Any],
+                splits: List[Any]) -> np.ndarray:
+    """``out``, where ``ragged_to_sparse`` writes ``indices``, if it can receive them: an
+    ndarray of ``shape``, int64 (native), writeable, C-contiguous and aligned, sharing no memory
+    with the values or a splits vector (``values``, ``splits``: the arrays to look at, as given
+    and as converted)."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(_errors.out_type(out))
+    if out.shape != shape:
+        raise ValueError(_errors.out_indices_shape(shape, out.shape))
+    if out.dtype != np.dtype(np.int64):
+        raise TypeError(_errors.out_dtype(np.dtype(np.int64), out.dtype))
+    if not out.flags.writeable:
+        raise ValueError(_errors.out_read_only())
+    if not (out.flags.c_contiguous and out.flags.aligned):
+        raise ValueError(_errors.out_layout())
+    if any(isinstance(v, np.ndarray) and np.may_share_memory(out, v) for v in values):
+        raise ValueError(_errors.out_overlaps("values"))
+    if any(isinstance(a, np.ndarray) and np.may_share_memory(out, a) for a in splits):
+        raise ValueError(_errors.out_overlaps("row_splits"))
+    return out
 
 
 def check_splits(splits: List[np.ndarray], names: List[str], n_values: int) -> None:

@@ -173,6 +173,64 @@ def test_row_lengths_around_the_wide_step(seed):
             assert_same(sfer.ragged_to_sparse(values[:part[-1]], part, num_threads=t), want)
 
 
+@pytest.mark.parametrize("levels, inner", [(1, ()), (2, ()), (1, (3,))])
+@pytest.mark.parametrize("num_threads", [1, 3])
+def test_out_receives_indices(levels, inner, num_threads):
+    rng = np.random.default_rng(levels)
+    splits, n = random_nested(rng, 500, levels, 40)
+    values = rng.standard_normal((n, *inner))
+    want = reference.ragged_to_sparse(values, splits)
+    out = np.full(want.indices.shape, -1, dtype=np.int64)
+    got = sfer.ragged_to_sparse(values, splits, num_threads=num_threads, out=out)
+    assert got.indices is out
+    assert_same(got, want)
+    out[:] = -1                                    # the same buffer again: rewritten whole
+    assert_same(sfer.ragged_to_sparse(values, splits, out=out), want)
+
+
+def _out_cases():
+    ok = np.zeros((5, 2), dtype=np.int64)
+    read_only = ok.copy()
+    read_only.flags.writeable = False
+    return [
+        ([[0, 0]] * 5, TypeError, "out must be a numpy.ndarray, got list"),
+        (np.zeros((5, 2), dtype=np.int32), TypeError, "out must have dtype int64"),
+        (np.zeros((5, 2), dtype=">i8"), TypeError, "out must have dtype int64"),
+        (np.zeros((4, 2), dtype=np.int64), ValueError, r"shape \(5, 2\).*got \(4, 2\)"),
+        (np.zeros(10, dtype=np.int64), ValueError, r"shape \(5, 2\)"),
+        (read_only, ValueError, "out must be writeable"),
+        (np.zeros((2, 5), dtype=np.int64).T, ValueError, "C-contiguous and aligned"),
+    ]
+
+
+@pytest.mark.parametrize("out, exc, match", _out_cases())
+def test_out_rejected(out, exc, match):
+    before = np.array(out, copy=True) if isinstance(out, np.ndarray) else None
+    with pytest.raises(exc, match=match):
+        sfer.ragged_to_sparse(np.arange(5.0), np.array([0, 2, 2, 5]), out=out)
+    if before is not None:
+        np.testing.assert_array_equal(out, before)     # left as it was
+
+
+def test_out_must_not_overlap_the_inputs():
+    buf = np.zeros(40, dtype=np.int64)
+    buf[:4] = [0, 2, 2, 5]
+    with pytest.raises(ValueError, match="out must not overlap row_splits"):
+        sfer.ragged_to_sparse(np.arange(5.0), buf[:4], out=buf[2:12].reshape(5, 2))
+    with pytest.raises(ValueError, match="out must not overlap row_splits"):   # a level of a list
+        sfer.ragged_to_sparse(np.arange(5.0), [np.array([0, 3]), buf[:4]],
+                              out=buf[:15].reshape(5, 3))
+    with pytest.raises(ValueError, match="out must not overlap values"):
+        sfer.ragged_to_sparse(buf[20:25], [0, 5], out=buf[16:26].reshape(5, 2))
+    np.testing.assert_array_equal(buf[:4], [0, 2, 2, 5])
+
+
+def test_out_checked_after_the_inputs():
+    # bad splits and a bad out: the splits' error, as without out
+    with pytest.raises(ValueError, match="row_splits must start at 0"):
+        sfer.ragged_to_sparse(np.arange(5.0), [1, 5], out=np.zeros(3))
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_round_trip(seed):
     rng = np.random.default_rng(seed)
