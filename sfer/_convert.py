@@ -1,7 +1,8 @@
 """The one conversion rule for array arguments (private): what an argument that is not already
-an ndarray becomes.  Shared by both ops' slow paths (``sfer._grad_inputs.as_vector`` for the grad,
-``sfer._fill_inputs`` for the forward op) and so by ``sfer.reference``, which uses the same
-two functions.
+an ndarray becomes.  Shared by both ops' slow paths (``sfer._grad_inputs.as_vector`` for the
+grad, ``sfer._fill_inputs`` for the forward op) and so by ``sfer.reference``, which uses the
+same two functions.  Also the rules of an ``out=`` array (:func:`check_out`), shared by the
+grad (``d_values``) and ``ragged_to_sparse`` (``indices``).
 
 Order of attempts, chosen so that everything ``np.asarray`` accepted before DLPack support
 still converts exactly as it did (same dtype, same shape, the same view or copy):
@@ -29,13 +30,13 @@ on a GPU is copied to the host by its ``__array__``, but DLPack cannot hand NumP
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
 from sfer import _errors
 
-__all__ = ["as_array"]
+__all__ = ["as_array", "check_out"]
 
 #: Today's conversion errors: ``np.asarray`` raising one of these is reported as a ValueError
 #: naming the argument (anything else it raises propagates, unless DLPack succeeds).
@@ -85,3 +86,27 @@ def _from_dlpack(obj: Any, name: str, numpy_error: Optional[BaseException]) -> n
     except Exception as exc:
         also = "" if numpy_error is None else f"{numpy_error}; "
         raise ValueError(_errors.not_an_array(name, f"{also}np.from_dlpack: {exc}")) from None
+
+
+def check_out(out: Any, shape: Tuple[int, ...], dtype: np.dtype,
+              shape_error: Callable[[Tuple[int, ...]], str],
+              inputs: Sequence[Tuple[str, Any]]) -> np.ndarray:
+    """``out`` if it can receive an output of ``shape`` and ``dtype`` (native byte order),
+    else the error saying why not, in this order: not an ndarray (TypeError), its shape
+    (ValueError, ``shape_error(out.shape)``), its dtype (TypeError), read-only, not
+    C-contiguous and aligned, sharing memory with one of ``inputs`` (``(name, array)``, as
+    given; only ndarrays are looked at) (ValueError)."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(_errors.out_type(out))
+    if out.shape != shape:
+        raise ValueError(shape_error(out.shape))
+    if out.dtype != dtype:
+        raise TypeError(_errors.out_dtype(dtype, out.dtype))
+    if not out.flags.writeable:
+        raise ValueError(_errors.out_read_only())
+    if not (out.flags.c_contiguous and out.flags.aligned):
+        raise ValueError(_errors.out_layout())
+    for name, arr in inputs:
+        if isinstance(arr, np.ndarray) and np.may_share_memory(out, arr):
+            raise ValueError(_errors.out_overlaps(name))
+    return out

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from sfer import _dtypes, _errors
-from sfer._convert import as_array
+from sfer._convert import as_array, check_out
 from sfer._runtime import thread_request
 
 __all__ = ["GradInputs", "as_vector", "check_dtypes", "for_kernel", "grad_inputs", "output_for"]
@@ -98,19 +98,7 @@ def output_for(out: Any, n: int, dtype: np.dtype, map_given: Any,
     overlap."""
     if out is None:  # a built-in dtype as its type number gives it (the fast path's array)
         return np.empty(n, dtype=dtype if dtype.num >= _dtypes.NPY_USERDEF else dtype.char)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(_errors.out_type(out))
-    if _fits(out, n, dtype, map_given, grad_given):
+    if isinstance(out, np.ndarray) and _fits(out, n, dtype, map_given, grad_given):
         return out
-    if out.ndim != 1 or out.shape[0] != n:
-        raise ValueError(_errors.out_shape(n, out.shape))
-    if out.dtype != dtype:
-        raise TypeError(_errors.out_dtype(dtype, out.dtype))
-    if not out.flags.writeable:
-        raise ValueError(_errors.out_read_only())
-    if not (out.flags.c_contiguous and out.flags.aligned):
-        raise ValueError(_errors.out_layout())
-    for arr, name in ((map_given, "reverse_index_map"), (grad_given, "grad_values")):
-        if isinstance(arr, np.ndarray) and np.may_share_memory(out, arr):
-            raise ValueError(_errors.out_overlaps(name))
-    return out
+    return check_out(out, (n,), dtype, lambda got: _errors.out_shape(n, got),
+                     [("reverse_index_map", map_given), ("grad_values", grad_given)])

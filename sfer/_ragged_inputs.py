@@ -19,7 +19,7 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 
 from sfer import _errors
-from sfer._convert import as_array
+from sfer._convert import as_array, check_out
 
 __all__ = ["check_sparse_entries", "check_splits", "indices_out", "ragged_inputs",
            "sparse_inputs", "splits_names"]
@@ -75,25 +75,13 @@ def ragged_inputs(values: Any, row_splits: Any) -> Tuple[np.ndarray, List[np.nda
 
 def indices_out(out: Any, shape: Tuple[int, int], values: List[Any],
                 splits: List[Any]) -> np.ndarray:
-    """``out``, where ``ragged_to_sparse`` writes ``indices``, if it can receive them: an
-    ndarray of ``shape``, int64 (native), writeable, C-contiguous and aligned, sharing no memory
-    with the values or a splits vector (``values``, ``splits``: the arrays to look at, as given
-    and as converted)."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(_errors.out_type(out))
-    if out.shape != shape:
-        raise ValueError(_errors.out_indices_shape(shape, out.shape))
-    if out.dtype != np.dtype(np.int64):
-        raise TypeError(_errors.out_dtype(np.dtype(np.int64), out.dtype))
-    if not out.flags.writeable:
-        raise ValueError(_errors.out_read_only())
-    if not (out.flags.c_contiguous and out.flags.aligned):
-        raise ValueError(_errors.out_layout())
-    if any(isinstance(v, np.ndarray) and np.may_share_memory(out, v) for v in values):
-        raise ValueError(_errors.out_overlaps("values"))
-    if any(isinstance(a, np.ndarray) and np.may_share_memory(out, a) for a in splits):
-        raise ValueError(_errors.out_overlaps("row_splits"))
-    return out
+    """``out``, where ``ragged_to_sparse`` writes ``indices``, if it can receive them (the rules
+    of :func:`sfer._convert.check_out`): int64 of ``shape``, sharing no memory with the values
+    or a splits vector (``values``, ``splits``: the arrays to look at, as given and as
+    converted)."""
+    return check_out(out, shape, np.dtype(np.int64),
+                     lambda got: _errors.out_indices_shape(shape, got),
+                     [("values", v) for v in values] + [("row_splits", a) for a in splits])
 
 
 def check_splits(splits: List[np.ndarray], names: List[str], n_values: int) -> None:
