@@ -3,10 +3,13 @@
 """The forward op, SparseFillEmptyRows: its kernels and entry point (private: call
 ``sfer.sparse_fill_empty_rows``).
 
-A small call (one thread, little work, values of a dtype the kernels place) first tries a
-single pass that checks the rows and places the entries by the sorted rule below as long as the
-rows never decrease; rows that do decrease send it on as a large call.  Every other call first
-scans column 0 of ``indices`` (in parallel, each thread a contiguous slice of entries): it
+A call on one thread (values of a dtype the kernels place; a small call, or one with
+``dense_rows <= 2 N``) first tries a single pass (``run_single``) that checks the rows and
+places the entries by the sorted rule below as long as the rows never decrease, reading
+``indices`` once, into outputs with room for ``N + dense_rows`` entries cut to ``N_full`` at the
+end (the pages past it never written); the entries before the first empty row are copied last,
+or not at all when no row is empty (the fast path's views).  Rows that decrease send it on as a
+large call.  Every other call first scans column 0 of ``indices`` (in parallel, each thread a contiguous slice of entries): it
 checks the rows, learns whether they never decrease, and counts the distinct rows.  Then one of
 four paths places the entries; none depends on the thread count:
 
@@ -16,7 +19,7 @@ four paths places the entries; none depends on the thread count:
 * ``"sorted"``: rows sorted, some rows empty.  Entry ``i`` goes to ``i + E(row)``, ``E(row)``
   the number of empty rows below its row, so each thread copies its slice as runs between
   empty rows (``memcpy``), writing the default entries of the gaps it meets.  No counters.
-  The rule is ``sfer_fill_sorted`` (``src/sfer_fill.h``), the small pass's too.
+  The rule is ``sfer_fill_sorted`` (``src/sfer_fill.h``), the single pass's too.
 * ``"counting"``: rows not sorted.  A stable counting sort: each thread counts the rows of its
   slice, the counts become, row by row, each thread's first output position in that row, and
   each thread places its entries in input order.  Extra memory: ``threads x dense_rows``
@@ -87,6 +90,7 @@ cdef extern from "src/sfer_fill.h":
         char *out_vals
         int64_t *rim
         uint8_t *empty
+        int64_t *first_gap
     enum:
         SFER_FILL_UNSORTED
         SFER_FILL_BAD_ROW
@@ -98,6 +102,7 @@ cdef extern from "src/sfer_fill.h":
                              int check, int64_t *bad) noexcept nogil
     int64_t sfer_fill_sorted_slice(const sfer_fill_ctx *c, int64_t i0, int64_t i1,
                                    int64_t e) noexcept nogil
+    void sfer_fill_copy(const sfer_fill_ctx *c, int64_t i0, int64_t i1) noexcept nogil
     ctypedef struct sfer_part_ctx:
         int shift
         int nthreads
@@ -390,45 +395,62 @@ cdef object fill_result(const sfer_fill_ctx *c, object out_ind, object out_vals,
     return new_result(out_ind, out_vals, empty, rim)
 
 
-cdef object run_small(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, object given):
-    # A small call, on one thread, of values the kernels place (c.dflt set): checks and places
-    # the entries in one pass (sfer_fill_sorted with its checks), as long as the rows never
-    # decrease, into outputs with room for N + dense_rows entries (N_full is known only at the
-    # end).  The result; or None when the rows turn out unsorted (the caller then goes on as
-    # for a large call: the scan, which finds any bad row, and the counting path).
-    cdef int64_t n = c.n, rank = c.rank, dense_rows = c.dense_rows
-    cdef int64_t i, e, last = -1, bad = -1
+cdef void cut_to(cnp.ndarray out_ind, cnp.ndarray out_vals, cnp.npy_intp n_full) except *:
+    # Outputs allocated with room to spare cut to their n_full entries, in place (a realloc
+    # that shrinks: the pages past n_full, never written, are given back).
     cdef cnp.npy_intp dims[2]
     cdef cnp.PyArray_Dims new_shape
-    for i in range(1, min(n, 16)):   # unsorted rows show early, as a rule: no outputs wasted
-        if c.ind[i * rank] < c.ind[(i - 1) * rank]:
-            return None
-    empty = new_empty(c, False)
-    rim = new_rim(c)
-    out_ind = new_out_ind(c, n + dense_rows)
-    out_vals = new_out_vals(c, n + dense_rows, vals)
-    with nogil:   # the GIL released once, for the call in flight and its kernel
-        enter_call(1)
-        e = sfer_fill_sorted(c, 0, n, 0, 1, &bad)
-        if e >= 0:   # the empty rows after the last entry's row
-            last = c.ind[(n - 1) * rank] if n > 0 else -1
-            sfer_fill_gap(c, last + 1, dense_rows, n + e)
-        leave_call()
-    if e == SFER_FILL_UNSORTED:
-        return None
-    if e == SFER_FILL_BAD_ROW:
-        raise bad_row_error(c, bad, given)
-    dims[0] = n + e + dense_rows - last - 1   # N_full
-    if dims[0] == n:   # the fast path after all: rim is 0..N-1, no row empty
-        sfer_atomic_store(&_last_path_code, PATH_FAST)
-        return new_result(read_only(ind), read_only(vals), empty, rim)
-    sfer_atomic_store(&_last_path_code, PATH_SORTED)
-    dims[1] = rank
+    dims[0] = n_full
+    dims[1] = cnp.PyArray_DIM(out_ind, 1)
     new_shape.ptr = dims
     new_shape.len = 2
     cnp.PyArray_Resize(out_ind, &new_shape, 0, cnp.NPY_CORDER)
     new_shape.len = 1
     cnp.PyArray_Resize(out_vals, &new_shape, 0, cnp.NPY_CORDER)
+
+
+cdef object run_single(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, object given):
+    # One thread, values the kernels place (c.dflt set): checks and places the entries in one
+    # pass (sfer_fill_sorted with its checks), as long as the rows never decrease, into outputs
+    # with room for N + dense_rows entries, cut to N_full at the end.  The entries before the
+    # first gap stay where they are until the end (c.first_gap): copied then if a row is
+    # empty, else the outputs are the inputs (the fast path).  The result; or None when the
+    # rows turn out unsorted, or the outputs cannot be allocated (the caller then goes on as
+    # for a large call: the scan finds any bad row first).
+    cdef int64_t n = c.n, rank = c.rank, dense_rows = c.dense_rows
+    cdef int64_t i, e, last = -1, bad = -1, first_gap = n
+    cdef cnp.npy_intp n_full
+    for i in range(1, min(n, 16)):   # unsorted rows show early, as a rule: no outputs wasted
+        if c.ind[i * rank] < c.ind[(i - 1) * rank]:
+            return None
+    try:
+        empty = new_empty(c, True)   # zeroed: the checked pass flags only the gaps
+        rim = new_rim(c)
+        out_ind = new_out_ind(c, n + dense_rows)
+        out_vals = new_out_vals(c, n + dense_rows, vals)
+    except MemoryError:
+        return None
+    c.first_gap = &first_gap
+    with nogil:   # the GIL released once, for the call in flight and its kernel
+        enter_call(1)
+        e = sfer_fill_sorted(c, 0, n, 0, 1, &bad)
+        if e >= 0:
+            last = c.ind[(n - 1) * rank] if n > 0 else -1
+            if n + e + dense_rows - last - 1 > n:   # a row is empty: the entries before it
+                sfer_fill_copy(c, 0, first_gap)
+                sfer_fill_gap(c, last + 1, dense_rows, n + e)   # rows after the last entry's
+        leave_call()
+    c.first_gap = NULL
+    if e == SFER_FILL_UNSORTED:
+        return None
+    if e == SFER_FILL_BAD_ROW:
+        raise bad_row_error(c, bad, given)
+    n_full = n + e + dense_rows - last - 1
+    if n_full == n:   # the fast path after all: rim is 0..N-1, no row empty
+        sfer_atomic_store(&_last_path_code, PATH_FAST)
+        return new_result(read_only(ind), read_only(vals), empty, rim)
+    sfer_atomic_store(&_last_path_code, PATH_SORTED)
+    cut_to(out_ind, out_vals, n_full)
     return fill_result(c, out_ind, out_vals, empty, rim, vals, None)
 
 
@@ -620,7 +642,8 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
     # dflt: the default's bytes, or NULL when NumPy places the values (object, StringDType;
     # `default` is then a 0-d array of the output dtype); requested: from thread_request;
     # given: the indices before their conversion to int64 (for the error message), or None.
-    # A small call tries run_small first; otherwise run_large.
+    # One thread tries run_single first (a small call, or rows not far more than entries);
+    # otherwise run_large.
     cdef sfer_fill_ctx c
     cdef int64_t work
     cdef int nthreads
@@ -631,12 +654,13 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
     c.rank = cnp.PyArray_DIM(ind, 1)
     c.dense_rows = dense_rows
     c.size = cnp.PyArray_ITEMSIZE(vals)
+    c.first_gap = NULL
     # the work (saturated: dense_rows may be as large as 2**63 - 1)
     work = (c.n + dense_rows if dense_rows <= 0x7fffffffffffffff - c.n
             else 0x7fffffffffffffff)
     nthreads = plan_threads(requested, work)
-    if nthreads == 1 and work < SERIAL_BELOW and dflt != NULL:
-        result = run_small(&c, ind, vals, given)
+    if nthreads == 1 and dflt != NULL and (work < SERIAL_BELOW or dense_rows <= 2 * c.n):
+        result = run_single(&c, ind, vals, given)
         if result is not None:
             return result
     return run_large(&c, ind, vals, default, nthreads, given)

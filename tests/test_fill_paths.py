@@ -39,6 +39,8 @@ def case(name, n):
             for k in range(1, t):
                 rows[k * n // t:] += 2
         return rows_matrix(rows), int(rows[-1]) + 3, "sorted"
+    if name == "gap_only_at_end":  # rows 0.. all full, then empty rows: no gap among entries
+        return rows_matrix(np.repeat(np.arange(n // 2), 2)), n // 2 + 3, "sorted"
     if name == "one_row":  # every entry in one row, the other rows empty
         return rows_matrix(np.full(n, 7)), 11, "sorted"
     if name == "no_entries":  # only defaults (threaded through dense_rows alone)
@@ -61,7 +63,8 @@ def case(name, n):
     raise ValueError(name)
 
 
-CASES = ["gaps_everywhere", "one_long_gap", "gap_at_each_boundary", "one_row", "no_entries",
+CASES = ["gaps_everywhere", "one_long_gap", "gap_at_each_boundary", "gap_only_at_end",
+         "one_row", "no_entries",
          "every_row_once", "every_row_twice", "shuffled", "one_step_down", "down_by_one_late",
          "few_entries_many_rows"]
 
@@ -267,3 +270,38 @@ def test_bench_fill_small_takes_the_c_entry(rules_calls):
     got = sfer.sparse_fill_empty_rows(idx, vals, np.array([500, 9]), default)
     assert rules_calls == [] and _fill._last_path() == "sorted"
     same(got, reference.sparse_fill_empty_rows(idx, vals, [500, 9], default))
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last_one_above", "after_a_decrease"])
+def test_single_pass_bad_rows(where):
+    # One thread on sorted rows takes the single checked pass (no scan first): a row out of
+    # range gives the scan's IndexError, naming the first bad entry, whatever the thread count.
+    n = BIG
+    rows = np.repeat(np.arange(n // 2), 2)
+    bad = {"first": 0, "middle": n // 2, "last_one_above": n - 1, "after_a_decrease": n - 5}[where]
+    rows[bad] = -1 if where == "first" else n // 2 if where == "last_one_above" else 10 * n
+    if where == "after_a_decrease":
+        rows[n // 3] = 0   # unsorted before the bad row: still the bad row's error
+    idx = rows_matrix(rows)
+    for nt in THREADS:
+        with pytest.raises(IndexError, match=rf"indices\[{bad}, 0\]"):
+            sfer.sparse_fill_empty_rows(idx, np.zeros(n, np.float32), [n // 2, 9], 0.0,
+                                        num_threads=nt)
+
+
+@pytest.mark.parametrize("first_gap", [0, 1, 777, BIG - 1, BIG])
+def test_single_pass_first_gap(first_gap):
+    # The single pass leaves the entries before the first empty row in place and copies them
+    # at the end (none copied when no row is empty: the fast path's views).  The first gap at
+    # each place, with more empty rows after it, on one thread and on several.
+    n = BIG
+    rows = np.arange(n) + (np.arange(n) >= first_gap) * 3   # 3 empty rows before entry first_gap
+    rows[first_gap + 5:] += 1                               # and one more further on
+    idx = rows_matrix(rows, rank=3)
+    vals = np.arange(n, dtype=np.float64) * 0.5
+    dense_rows = int(rows[-1]) + 2 if n else 2
+    want = reference.sparse_fill_empty_rows(idx, vals, [dense_rows, 9, 9], -1.0)
+    for nt in THREADS:
+        same(sfer.sparse_fill_empty_rows(idx, vals, [dense_rows, 9, 9], -1.0,
+                                         num_threads=nt), want)
+        assert _fill._last_path() == "sorted"

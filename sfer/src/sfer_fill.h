@@ -33,6 +33,10 @@ typedef struct {
     char *out_vals;       /* out: N_full items; NULL when NumPy places the values */
     int64_t *rim;         /* out: reverse_index_map, [n] */
     uint8_t *empty;       /* out: empty_row_indicator, [dense_rows] */
+    int64_t *first_gap;   /* the checked single pass (one thread): out, the first entry that
+                             an empty row moves (written once at most); the entries before it
+                             are left in place (rim written, no copy: the caller copies them
+                             once it knows that a row is empty).  NULL on the other paths. */
 } sfer_fill_ctx;
 
 /* sfer_fill_sorted's failures (with check set); a success is an e >= 0. */
@@ -87,12 +91,19 @@ static inline void sfer_fill_defaults(const sfer_fill_ctx *c, int64_t q0, int64_
 }
 
 /* Entries i0 <= i < i1, all of one run (no empty row between their rows): to output
-   positions i + e, their indices and values as one block each. */
-static inline void sfer_fill_run(const sfer_fill_ctx *c, int64_t i0, int64_t i1, int64_t e)
+   positions i + e, their indices and values as one block each.  lazy (the checked single
+   pass's): a run at e = 0 is left in place for now (see first_gap), only its rim written. */
+static inline void sfer_fill_run(const sfer_fill_ctx *c, int64_t i0, int64_t i1, int64_t e,
+                                 int lazy)
 {
     if (i1 <= i0)
         return;
     int64_t *rim = c->rim;
+    if (lazy && e == 0) {
+        for (int64_t i = i0; i < i1; i++)
+            rim[i] = i;
+        return;
+    }
     memcpy(c->out_ind + (i0 + e) * c->rank, c->ind + i0 * c->rank,
            (size_t)((i1 - i0) * c->rank) * sizeof(int64_t));
     if (c->out_vals)
@@ -102,43 +113,74 @@ static inline void sfer_fill_run(const sfer_fill_ctx *c, int64_t i0, int64_t i1,
         rim[i] = i + e;
 }
 
+/* The first failure among entries 0 <= i < i1, in entry order: SFER_FILL_BAD_ROW with *bad
+   the entry whose row is out of range, or SFER_FILL_UNSORTED at a row that decreases.  The
+   checked pass of sfer_fill_sorted calls it once it has seen that there is one, so that the
+   error is the scan's (the first bad entry), whatever the pass met first. */
+static SFER_NOINLINE int64_t sfer_rows_failure(const sfer_fill_ctx *c, int64_t i1, int64_t *bad)
+{
+    const int64_t *ind = c->ind;
+    int64_t prev = -1;
+    for (int64_t i = 0; i < i1; i++) {
+        int64_t r = ind[i * c->rank];
+        if ((uint64_t)r >= (uint64_t)c->dense_rows) {
+            *bad = i;
+            return SFER_FILL_BAD_ROW;
+        }
+        if (r < prev)
+            return SFER_FILL_UNSORTED;
+        prev = r;
+    }
+    return SFER_FILL_UNSORTED;   /* not reached: the caller saw a failure */
+}
+
 /* The sorted placement: entry i goes to i + E(row), E(row) the empty rows below its row.
    Places entries i0 <= i < i1 and the empty rows between the row of entry i0 - 1 (-1 for
    i0 = 0) and the row of entry i1 - 1, writes their empty flags (not those of rows after the
    row of entry i1 - 1), and copies the entries between gaps as runs.  e: the empty rows up to
    the row of entry i0 - 1 (0 for i0 = 0).  Returns e after entry i1 - 1.
 
-   check = 0: the rows are known to be in range and sorted (scanned already).  check = 1 (a
-   single pass over rows not scanned yet): returns SFER_FILL_BAD_ROW with *bad the first entry
-   whose row is outside [0, dense_rows) when every entry before it is in range and sorted, and
-   SFER_FILL_UNSORTED at the first row that decreases (the outputs are then garbage). */
+   One branch per entry, taken only at a gap or a failure: a row at most one above the one
+   before it needs no other work.
+
+   check = 0: the rows are known to be in range and sorted (scanned already); the flags of the
+   rows of the entries are zeroed here, as one block.  check = 1 (the single pass: i0 = 0,
+   rows not scanned; the caller has zeroed every flag and set c->first_gap): returns
+   SFER_FILL_BAD_ROW with *bad the first entry whose row is outside [0, dense_rows) when every
+   entry before it is in range and sorted, and SFER_FILL_UNSORTED at the first row that
+   decreases (the outputs are then garbage); the entries before the first gap are not copied
+   (sfer_fill_run's lazy). */
 static inline int64_t sfer_fill_sorted(const sfer_fill_ctx *c, int64_t i0, int64_t i1,
                                        int64_t e, int check, int64_t *bad)
 {
     const int64_t *ind = c->ind;
     const int64_t rank = c->rank, dense_rows = c->dense_rows;
-    uint8_t *empty = c->empty;
     int64_t s = i0, prev = i0 > 0 ? ind[(i0 - 1) * rank] : -1;
+    if (i1 <= i0)
+        return e;
+    if (!check)
+        memset(c->empty + prev + 1, 0, (size_t)(ind[(i1 - 1) * rank] - prev));
+    else if ((uint64_t)ind[i0 * rank] >= (uint64_t)dense_rows)
+        return sfer_rows_failure(c, i0 + 1, bad);
     for (int64_t i = i0; i < i1; i++) {
         int64_t r = ind[i * rank];
-        if (check) {
-            if ((uint64_t)r >= (uint64_t)dense_rows) {
-                *bad = i;
-                return SFER_FILL_BAD_ROW;
-            }
-            if (r < prev)
-                return SFER_FILL_UNSORTED;
-        }
-        empty[r] = 0;   /* every entry (no branch on "a new row": it would be mispredicted) */
-        if (r > prev + 1) {   /* rows prev+1 .. r-1 are empty: the run before them goes first */
-            sfer_fill_run(c, s, i, e);
+        /* unsigned: a gap, or (checked pass) a row that decreases or is far out of range */
+        if ((uint64_t)r - (uint64_t)prev > 1) {
+            if (check && (r < prev || r >= dense_rows))
+                return sfer_rows_failure(c, i + 1, bad);
+            if (check && e == 0)
+                *c->first_gap = i;
+            sfer_fill_run(c, s, i, e, check);   /* the run before the gap goes first */
             sfer_fill_gap(c, prev + 1, r, i + e);
             e += r - prev - 1;
             s = i;
         }
         prev = r;
     }
-    sfer_fill_run(c, s, i1, e);
+    /* rows one above the one before were not checked one by one: the last is the highest */
+    if (check && prev >= dense_rows)
+        return sfer_rows_failure(c, i1, bad);
+    sfer_fill_run(c, s, i1, e, check);
     return e;
 }
 
@@ -149,6 +191,18 @@ static SFER_NOINLINE int64_t sfer_fill_sorted_slice(const sfer_fill_ctx *c, int6
                                                    int64_t i1, int64_t e)
 {
     return sfer_fill_sorted(c, i0, i1, e, 0, NULL);
+}
+
+/* Entries i0 <= i < i1 copied to the same output positions (the single pass's entries before
+   the first gap, once a row is known to be empty). */
+static inline void sfer_fill_copy(const sfer_fill_ctx *c, int64_t i0, int64_t i1)
+{
+    if (i1 <= i0)
+        return;
+    memcpy(c->out_ind + i0 * c->rank, c->ind + i0 * c->rank,
+           (size_t)((i1 - i0) * c->rank) * sizeof(int64_t));
+    if (c->out_vals)
+        memcpy(c->out_vals + i0 * c->size, c->vals + i0 * c->size, (size_t)((i1 - i0) * c->size));
 }
 
 /* ---------------------------------------------------------------------------------------------
