@@ -29,7 +29,9 @@ four paths places the entries; none depends on the thread count:
   last pass writes ``reverse_index_map`` in input order (``src/sfer_fill.h``, ``sfer_part_*``).
   Extra memory: 4 bytes per entry, a bit per row per slice, counts per bucket per slice, one
   bucket's work space per placing thread; all of it no more than the outputs (threads are
-  lowered; the counting path takes the call where even one would not fit).
+  lowered; the counting path takes the call where even one would not fit).  Slices and
+  placing threads are no more than the CPUs this process may use
+  (``sfer._runtime.state_threads``): more could not run at once, and each adds its state.
 
 Every kernel reads the call's inputs and writes its outputs through one context,
 ``sfer_fill_ctx`` (``src/sfer_fill.h``).
@@ -51,7 +53,7 @@ from libc.string cimport memcpy
 
 from sfer._common cimport sfer_atomic_load, sfer_atomic_store, sfer_prefetch_w
 from sfer._runtime cimport (SERIAL_BELOW, counting_threads, enter_call, leave_call,
-                            plan_threads, thread_request)
+                            plan_threads, runnable_cpus, state_threads, thread_request)
 
 import numpy as np
 
@@ -158,6 +160,8 @@ cdef enum:
 cdef int _last_path_code = 0   # the path of the latest call that reached one (a test hook)
 cdef int64_t _partition_below = PARTITION_BELOW   # (a test hook: _set_partition_below)
 cdef bint _wide_counters = False    # int64 counters even where int32 fit (a test hook)
+cdef int _part_slices = 0       # the latest partition call's slices and placing threads
+cdef int _part_placers = 0      # (a test hook: _last_partition_threads)
 
 
 ctypedef fused cnt_t:     # the counting path's counters: int32 whenever N + dense_rows fits,
@@ -568,11 +572,13 @@ cdef int place_threads(const sfer_fill_ctx *c, const sfer_part_ctx *pc, int nthr
 cdef object run_partition(sfer_fill_ctx *c, cnp.ndarray vals, object default, int nthreads):
     # Rows not sorted, a large call: the partitioned placement (src/sfer_fill.h), or None when
     # it does not pay or its scratch would outweigh the outputs (then the counting path).
+    # Its slices and placing threads keep state each: no more of them than the CPUs.
     cdef sfer_part_ctx pc
     cdef int64_t n_full, b, stride
     cdef cnp.npy_intp n = c.n
     cdef int t, tp
     cdef char *tmp = NULL
+    nthreads = state_threads(nthreads, runnable_cpus() if nthreads > 1 else 1)
     if not plan_partition(c, nthreads, &pc):
         return None
     try:
@@ -596,6 +602,8 @@ cdef object run_partition(sfer_fill_ctx *c, cnp.ndarray vals, object default, in
         if tmp == NULL:
             return None
         sfer_atomic_store(&_last_path_code, PATH_PARTITION)
+        sfer_atomic_store(&_part_slices, pc.nthreads)
+        sfer_atomic_store(&_part_placers, tp)
         empty = new_empty(c, False)
         rim = new_rim(c)
         out_ind = new_out_ind(c, n_full)
@@ -956,6 +964,12 @@ def _use_wide_counters(flag):
     N + dense_rows >= 2**31."""
     global _wide_counters
     _wide_counters = bool(flag)
+
+
+def _last_partition_threads():
+    """``(slices, placing threads)`` of the latest call that took the partition path, after
+    the memory and CPU caps (a test hook, racy across Python threads)."""
+    return sfer_atomic_load(&_part_slices), sfer_atomic_load(&_part_placers)
 
 
 def _set_partition_below(entries):
