@@ -572,13 +572,11 @@ cdef int place_threads(const sfer_fill_ctx *c, const sfer_part_ctx *pc, int nthr
 cdef object run_partition(sfer_fill_ctx *c, cnp.ndarray vals, object default, int nthreads):
     # Rows not sorted, a large call: the partitioned placement (src/sfer_fill.h), or None when
     # it does not pay or its scratch would outweigh the outputs (then the counting path).
-    # Its slices and placing threads keep state each: no more of them than the CPUs.
     cdef sfer_part_ctx pc
     cdef int64_t n_full, b, stride
     cdef cnp.npy_intp n = c.n
     cdef int t, tp
     cdef char *tmp = NULL
-    nthreads = state_threads(nthreads, runnable_cpus() if nthreads > 1 else 1)
     if not plan_partition(c, nthreads, &pc):
         return None
     try:
@@ -652,9 +650,14 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
 
 cdef object run_large(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, object default,
                       int nthreads, object given):
-    # The call in flight on nthreads (planned): the scan (scan_rows) picks the path.
+    # The call in flight on nthreads (planned): the scan (scan_rows) picks the path.  Every
+    # path cuts the entries into a slice per thread, each with state of its own: no more
+    # slices than the CPUs (state_threads).
     cdef slice_scan total
-    cdef slice_scan *scans = <slice_scan *>malloc(nthreads * sizeof(slice_scan))
+    cdef slice_scan *scans
+    if nthreads > 1:
+        nthreads = state_threads(nthreads, runnable_cpus())
+    scans = <slice_scan *>malloc(nthreads * sizeof(slice_scan))
     if scans == NULL:
         raise MemoryError(_errors.no_work_space())
     nthreads = enter_call(nthreads)
