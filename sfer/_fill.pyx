@@ -8,7 +8,9 @@ single pass that checks the rows and places the entries by the sorted rule below
 rows never decrease; rows that do decrease send it on as a large call.  Every other call first
 scans column 0 of ``indices`` (in parallel, each thread a contiguous slice of entries): it
 checks the rows, learns whether they never decrease, and counts the distinct rows.  Then one of
-four paths places the entries; none depends on the thread count:
+four paths places the entries; none depends on the thread count.  Each path cuts the entries
+into a slice per thread, with state of its own, so a large call runs on no more threads than
+the CPUs this process may use (``sfer._runtime.state_threads``): more could not run at once.
 
 * ``"fast"``: rows sorted and no row empty.  The outputs are the (converted) inputs, handed
   back as read-only views; only ``reverse_index_map`` (``0..N-1``) and
@@ -29,9 +31,7 @@ four paths places the entries; none depends on the thread count:
   last pass writes ``reverse_index_map`` in input order (``src/sfer_fill.h``, ``sfer_part_*``).
   Extra memory: 4 bytes per entry, a bit per row per slice, counts per bucket per slice, one
   bucket's work space per placing thread; all of it no more than the outputs (threads are
-  lowered; the counting path takes the call where even one would not fit).  Slices and
-  placing threads are no more than the CPUs this process may use
-  (``sfer._runtime.state_threads``): more could not run at once, and each adds its state.
+  lowered; the counting path takes the call where even one would not fit).
 
 Every kernel reads the call's inputs and writes its outputs through one context,
 ``sfer_fill_ctx`` (``src/sfer_fill.h``).

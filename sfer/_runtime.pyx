@@ -16,7 +16,7 @@ Thread policy, in three steps:
 
 An op may use fewer threads than planned where its own work says so: the forward op's
 counting path asks ``counting_threads``; where each thread keeps state of its own (the grad's
-bitmaps past ``MAX_BITMAPS`` threads, the forward op's partition slices and work spaces), the op
+bitmaps past ``MAX_BITMAPS`` threads, the forward op's slices of entries on every path), the op
 asks ``state_threads``: no more such threads than the CPUs this process may use
 (``runnable_cpus``), since more could not run at once and would only add state and passes.
 
