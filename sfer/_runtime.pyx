@@ -67,6 +67,9 @@ from sfer._openmp cimport SFER_HAVE_OPENMP, omp_get_max_threads
 
 from sfer import _errors
 
+cdef extern from "src/sfer_cpus.h":
+    int sfer_affinity_cpus() noexcept nogil
+
 cdef extern from "src/sfer_atomic.h":
     int sfer_atomic_add(int *p, int v) noexcept nogil
     int sfer_atomic_load(int *p) noexcept nogil
@@ -151,12 +154,17 @@ cdef int counting_threads(int nthreads, int64_t rows, int counter_bytes, int64_t
 
 
 cdef int runnable_cpus() except -1:
-    # The CPUs this process may use (the default count's rule 4: the affinity mask, capped by
-    # the cgroup CPU quota; one sched_getaffinity call), or the test hook's count.  Threads
-    # beyond it cannot run at once.
+    # The CPUs this process may use (the default count's rule 4, _available_cpus: the affinity
+    # mask, capped by the cgroup CPU quota), or the test hook's count.  Threads beyond it cannot
+    # run at once.  One sched_getaffinity call from C (Python's builds a set: about 1 us).
+    cdef int n
     if _cpus_override > 0:
         return _cpus_override
-    return _available_cpus()
+    n = sfer_affinity_cpus()
+    if n <= 0:
+        return _available_cpus()
+    quota = _cached_cpu_quota()
+    return max(1, n if quota is None else min(n, quota))
 
 
 cdef int state_threads(int nthreads, int cpus) noexcept nogil:
