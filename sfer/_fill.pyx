@@ -9,9 +9,12 @@ places the entries by the sorted rule below as long as the rows never decrease, 
 ``indices`` once, into outputs with room for ``N + dense_rows`` entries cut to ``N_full`` at the
 end (the pages past it never written); the entries before the first empty row are copied last,
 or not at all when no row is empty (the fast path's views).  Rows that decrease send it on as a
-large call.  Every other call first scans column 0 of ``indices`` (in parallel, each thread a contiguous slice of entries): it
-checks the rows, learns whether they never decrease, and counts the distinct rows.  Then one of
-four paths places the entries; none depends on the thread count:
+large call.  Every other call first scans column 0 of ``indices`` (in parallel, each thread a
+contiguous slice of entries): it checks the rows, learns whether they never decrease, and
+counts the distinct rows.  Then one of four paths places the entries; none depends on the
+thread count.  Each path cuts the entries into a slice per thread, with state of its own, so a
+call runs on no more threads than the CPUs this process may use
+(``sfer._runtime.state_threads``): more could not run at once.
 
 * ``"fast"``: rows sorted and no row empty.  The outputs are the (converted) inputs, handed
   back as read-only views; only ``reverse_index_map`` (``0..N-1``) and
@@ -54,7 +57,7 @@ from libc.string cimport memcpy
 
 from sfer._common cimport sfer_atomic_load, sfer_atomic_store, sfer_prefetch_w
 from sfer._runtime cimport (SERIAL_BELOW, counting_threads, enter_call, leave_call,
-                            plan_threads, thread_request)
+                            plan_threads, runnable_cpus, state_threads, thread_request)
 
 import numpy as np
 
@@ -163,6 +166,8 @@ cdef enum:
 cdef int _last_path_code = 0   # the path of the latest call that reached one (a test hook)
 cdef int64_t _partition_below = PARTITION_BELOW   # (a test hook: _set_partition_below)
 cdef bint _wide_counters = False    # int64 counters even where int32 fit (a test hook)
+cdef int _part_slices = 0       # the latest partition call's slices and placing threads
+cdef int _part_placers = 0      # (a test hook: _last_partition_threads)
 
 
 ctypedef fused cnt_t:     # the counting path's counters: int32 whenever N + dense_rows fits,
@@ -618,6 +623,8 @@ cdef object run_partition(sfer_fill_ctx *c, cnp.ndarray vals, object default, in
         if tmp == NULL:
             return None
         sfer_atomic_store(&_last_path_code, PATH_PARTITION)
+        sfer_atomic_store(&_part_slices, pc.nthreads)
+        sfer_atomic_store(&_part_placers, tp)
         empty = new_empty(c, False)
         rim = new_rim(c)
         out_ind = new_out_ind(c, n_full)
@@ -642,8 +649,9 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
     # dflt: the default's bytes, or NULL when NumPy places the values (object, StringDType;
     # `default` is then a 0-d array of the output dtype); requested: from thread_request;
     # given: the indices before their conversion to int64 (for the error message), or None.
-    # One thread tries run_single first (a small call, or rows not far more than entries);
-    # otherwise run_large.
+    # No more threads than CPUs (state_threads: every path cuts the entries into a slice per
+    # thread, each with state of its own).  One thread tries run_single first (a small call,
+    # or rows not far more than entries); otherwise run_large.
     cdef sfer_fill_ctx c
     cdef int64_t work
     cdef int nthreads
@@ -659,6 +667,8 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
     work = (c.n + dense_rows if dense_rows <= 0x7fffffffffffffff - c.n
             else 0x7fffffffffffffff)
     nthreads = plan_threads(requested, work)
+    if nthreads > 1:
+        nthreads = state_threads(nthreads, runnable_cpus())
     if nthreads == 1 and dflt != NULL and (work < SERIAL_BELOW or dense_rows <= 2 * c.n):
         result = run_single(&c, ind, vals, given)
         if result is not None:
@@ -668,7 +678,8 @@ cdef object run_fill(cnp.ndarray ind, cnp.ndarray vals, int64_t dense_rows, cons
 
 cdef object run_large(sfer_fill_ctx *c, cnp.ndarray ind, cnp.ndarray vals, object default,
                       int nthreads, object given):
-    # The call in flight on nthreads (planned): the scan (scan_rows) picks the path.
+    # The call in flight on nthreads (planned, at most the CPUs): the scan (scan_rows) picks
+    # the path.
     cdef slice_scan total
     cdef slice_scan *scans = <slice_scan *>malloc(nthreads * sizeof(slice_scan))
     if scans == NULL:
@@ -980,6 +991,12 @@ def _use_wide_counters(flag):
     N + dense_rows >= 2**31."""
     global _wide_counters
     _wide_counters = bool(flag)
+
+
+def _last_partition_threads():
+    """``(slices, placing threads)`` of the latest call that took the partition path, after
+    the memory and CPU caps (a test hook, racy across Python threads)."""
+    return sfer_atomic_load(&_part_slices), sfer_atomic_load(&_part_placers)
 
 
 def _set_partition_below(entries):

@@ -51,7 +51,7 @@ from sfer._common cimport (idx_t, index_key, sfer_atomic_load, sfer_atomic_store
                            sfer_prefetch, sfer_prefetch_addr, sfer_prefetch_l2, sfer_prefetch_w,
                            sfer_stream_fence, store_item, val_t)
 from sfer._runtime cimport (MAX_THREADS, SERIAL_BELOW, enter_call, leave_call, plan_threads,
-                            thread_request)
+                            runnable_cpus, state_threads, thread_request)
 
 import numpy as np
 
@@ -81,7 +81,9 @@ cdef enum:
     SCREEN = 256            # entries looks_block_ordered checks at the start, and spread out
     MAX_WINDOW = 16         # blocks per window of a single-threaded block walk
     MAX_BITMAPS = 8         # up to this many threads, each has a bitmap of its own on the
-                            # marking path; more share one byte array (<= 1 byte/position)
+                            # marking path; more share one byte array (<= 1 byte/position),
+                            # where more than this many CPUs can run them (else: bitmaps, on
+                            # no more threads than the CPUs: sfer._runtime.state_threads)
     # Prefetch distances (entries) on the marking path.  A small grad_values array sits in
     # cache: prefetch into L1, a little ahead.  From FAR_BYTES up its lines come from DRAM, and
     # the number of misses in flight is what counts: prefetch into L2 (see sfer_prefetch_l2),
@@ -121,6 +123,8 @@ cdef struct grad_call:      # one call of the kernel: what every kernel of it re
     int vkind               # the value and index kinds (sfer/_grad_dispatch.pxi)
     int ikind
     int nthreads            # the threads the kernels run on
+    int cpus                # the CPUs that can run them (runnable_cpus), asked past
+                            # MAX_BITMAPS threads only (else MAX_THREADS)
     # set by run_grad:
     int64_t nb              # blocks of the unreferenced sum: ceil(n_full / BLOCK)
     bint stream             # d is written with non-temporal stores
@@ -518,9 +522,11 @@ cdef int64_t marking_path(const val_t *g, const idx_t *rim, val_t *d,
     # bitmap of its own (plain bit sets); the block sums take the union of the bitmaps.  More
     # threads share one byte array instead, each storing 1 into the byte of a referenced
     # position: a plain store, which, unlike an atomic bit set on a shared bitmap, does not
-    # wait for its cache line and so keeps the gathers' misses in flight.  Extra memory: at
-    # most one byte per position either way.  Returns -1, the first out-of-range j, or
-    # ERR_NOMEM.
+    # wait for its cache line and so keeps the gathers' misses in flight.  (run_grad gives
+    # this path more than MAX_BITMAPS threads only where more than MAX_BITMAPS CPUs can run
+    # them: the cores' stores to one array's lines cost far more than a bitmap each where few
+    # cores share them.)  Extra memory: at most one byte per position either way.  Returns -1,
+    # the first out-of-range j, or ERR_NOMEM.
     cdef int nthreads = c.nthreads
     cdef int64_t n = c.n
     cdef bint use_bytes = nthreads > MAX_BITMAPS
@@ -581,6 +587,10 @@ cdef int64_t run_grad(const val_t *g, const idx_t *rim, val_t *d, grad_call *c,
     if try_block_ordered(g, rim, d, c):
         sfer_atomic_store(&_last_path_code, PATH_BLOCK_WALK)
     else:
+        if c.nthreads > MAX_BITMAPS:
+            # No more marking threads than CPUs: past MAX_BITMAPS CPUs the shared byte array,
+            # else a bitmap per thread (the same memory as MAX_BITMAPS threads, or less).
+            c.nthreads = state_threads(c.nthreads, c.cpus)
         sfer_atomic_store(&_last_path_code,
                           PATH_BYTES if c.nthreads > MAX_BITMAPS else PATH_BITMAPS)
         res = marking_path(g, rim, d, c)
@@ -624,6 +634,7 @@ cdef object run(cnp.ndarray rim, cnp.ndarray g, cnp.ndarray d, int vkind, int ik
     c.vkind = vkind
     c.ikind = ikind
     c.nthreads = plan_threads(requested, c.n + c.n_full)
+    c.cpus = runnable_cpus() if c.nthreads > MAX_BITMAPS else MAX_THREADS
     with nogil:
         c.nthreads = enter_call(c.nthreads)
         bad = run_value(&c, &total)
@@ -773,7 +784,8 @@ _PATH_NAMES = {PATH_BLOCK_WALK: "block_walk", PATH_BITMAPS: "bitmaps", PATH_BYTE
 def _last_path():
     """The path the latest kernel call that reached one took: ``"block_walk"``, ``"bitmaps"``
     (marking, a bitmap per thread) or ``"bytes"`` (marking, a shared byte array, past
-    ``MAX_BITMAPS`` threads); None before any (a test hook, racy across Python threads)."""
+    ``MAX_BITMAPS`` threads where more than ``MAX_BITMAPS`` CPUs can run them); None before any
+    (a test hook, racy across Python threads)."""
     return _PATH_NAMES.get(sfer_atomic_load(&_last_path_code))
 
 

@@ -16,3 +16,5 @@ cdef int enter_call(int nthreads) noexcept nogil
 cdef void leave_call() noexcept nogil
 cdef int counting_threads(int nthreads, int64_t rows, int counter_bytes, int64_t entries,
                           int64_t entry_bytes) noexcept nogil
+cdef int runnable_cpus() except -1
+cdef int state_threads(int nthreads, int cpus) noexcept nogil

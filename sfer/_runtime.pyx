@@ -15,7 +15,10 @@ Thread policy, in three steps:
    calling sfer at once do not oversubscribe the cores; ``leave_call`` when it ends.
 
 An op may use fewer threads than planned where its own work says so: the forward op's
-counting path asks ``counting_threads``.
+counting path asks ``counting_threads``; where each thread keeps state of its own (the grad's
+bitmaps past ``MAX_BITMAPS`` threads, the forward op's slices of entries on every path), the op
+asks ``state_threads``: no more such threads than the CPUs this process may use
+(``runnable_cpus``), since more could not run at once and would only add state and passes.
 
 Fork safety: GNU libgomp hangs a forked child that enters a parallel region after the parent
 already ran one (its thread pool does not survive fork).  A child created by fork() therefore
@@ -64,6 +67,9 @@ from sfer._openmp cimport SFER_HAVE_OPENMP, omp_get_max_threads
 
 from sfer import _errors
 
+cdef extern from "src/sfer_cpus.h":
+    int sfer_affinity_cpus() noexcept nogil
+
 cdef extern from "src/sfer_atomic.h":
     int sfer_atomic_add(int *p, int v) noexcept nogil
     int sfer_atomic_load(int *p) noexcept nogil
@@ -74,6 +80,7 @@ __all__ = ["get_num_threads"]
 cdef bint _forked_child = False
 cdef int _calls = 0             # calls in their kernels right now, all threads, all ops
 cdef int _last_nthreads = 0     # the thread count the latest call ran with (a test hook)
+cdef int _cpus_override = 0     # runnable_cpus()'s answer when > 0 (a test hook: _set_cpus)
 
 _CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -144,6 +151,39 @@ cdef int counting_threads(int nthreads, int64_t rows, int counter_bytes, int64_t
     while tc > 1 and <double>tc * rows * counter_bytes > <double>entries * entry_bytes:
         tc -= 1
     return tc
+
+
+cdef int runnable_cpus() except -1:
+    # The CPUs this process may use (the default count's rule 4, _available_cpus: the affinity
+    # mask, capped by the cgroup CPU quota), or the test hook's count.  Threads beyond it cannot
+    # run at once.  One sched_getaffinity call from C (Python's builds a set: about 1 us).
+    cdef int n
+    if _cpus_override > 0:
+        return _cpus_override
+    n = sfer_affinity_cpus()
+    if n <= 0:
+        return _available_cpus()
+    quota = _cached_cpu_quota()
+    return max(1, n if quota is None else min(n, quota))
+
+
+cdef int state_threads(int nthreads, int cpus) noexcept nogil:
+    # The threads of nthreads that keep state of their own (bitmaps, slices, work spaces): no
+    # more than cpus (runnable_cpus), and at least 1.  The results never depend on it.
+    return max(1, min(nthreads, cpus))
+
+
+def _runnable_cpus():
+    """``runnable_cpus()``: the CPUs that ``state_threads`` caps per-thread state at (a test
+    hook)."""
+    return runnable_cpus()
+
+
+def _set_cpus(n):
+    """Make ``runnable_cpus`` answer ``n`` (0: the real count again); a test hook, so that
+    the paths ``state_threads`` picks do not depend on the machine."""
+    global _cpus_override
+    _cpus_override = max(0, int(n))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -57,6 +57,20 @@ settings.register_profile("dev", max_examples=15, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture(autouse=True)
+def _cpus_of_a_large_machine():
+    """Past MAX_BITMAPS threads the grad's marking path, and the forward op's partition slices,
+    depend on the CPUs this process may use (``sfer._runtime.state_threads``).  Every test runs
+    as on a machine with MAX_THREADS CPUs, so that its paths are those of its num_threads on
+    any machine; tests of that rule set the count themselves (``sfer._runtime._set_cpus``)."""
+    import sfer._grad
+    import sfer._runtime
+
+    sfer._runtime._set_cpus(sfer._grad._constants()["MAX_THREADS"])
+    yield
+    sfer._runtime._set_cpus(0)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A fixed-seed generator: deterministic test data."""

@@ -231,7 +231,8 @@ def _path_rule(rim, n_full: int) -> Callable[[int], str]:
       thread and at most ``MAX_WINDOW`` blocks (a single window, no screen);
     * any other map (one with an out-of-range entry included) takes the marking path: a bitmap
       per thread up to ``MAX_BITMAPS`` threads ("bitmaps"), one shared byte array past that
-      ("bytes").
+      ("bytes"); past ``MAX_BITMAPS`` threads the marking threads are first capped at the CPUs
+      (``sfer._runtime._runnable_cpus()``, which tests set with ``_set_cpus``).
     """
     rim = np.asarray(rim)
     if rim.size == 0 and rim.dtype.kind not in "iu":
@@ -240,10 +241,14 @@ def _path_rule(rim, n_full: int) -> Callable[[int], str]:
     in_range = first_bad(rim, n_full) is None
     ordered = in_range and is_block_ordered(rim)
 
+    cpus = sfer._runtime._runnable_cpus()
+
     def rule(threads: int) -> str:
         nt = max(1, min(threads, nb))
         if in_range and (ordered or (nt == 1 and nb <= MAX_WINDOW)):
             return "block_walk"
+        if nt > MAX_BITMAPS:
+            nt = max(1, min(nt, cpus))
         return "bytes" if nt > MAX_BITMAPS else "bitmaps"
 
     return rule

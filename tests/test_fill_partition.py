@@ -1,9 +1,10 @@
 """The forward op's partition path (unsorted rows, large calls: entries radix-partitioned by
 row into buckets, each bucket placed in cache), reached at test sizes through the hook
-``_fill._set_partition_below`` and checked against sfer.reference bit for bit at 1, 2, 3 and
-16 threads: stable order within a row, rows at and across bucket boundaries, every entry in
+``_fill._set_partition_below`` and checked against sfer.reference bit for bit at 1, 2, 3, 16
+and 64 threads: stable order within a row, rows at and across bucket boundaries, every entry in
 one bucket, a few rows among many empty ones, rank 1 and 3, values of every width the kernel
-streams (and one it does not), values NumPy places, and the counting path's answer."""
+streams (and one it does not), values NumPy places, and the counting path's answer; and its slices and placing threads, which are no more than the
+CPUs this process may use (``sfer._runtime._set_cpus`` pretends a count)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import numpy as np
 import pytest
 
 import sfer
+import sfer._runtime
 from helpers import same
 from sfer import _fill, reference
 
-THREADS = (1, 2, 3, 16)
+THREADS = (1, 2, 3, 16, 64)
 
 
 @pytest.fixture
@@ -93,6 +95,27 @@ def test_partition_ranks_and_values(partition, rank, dtype, default):
     for nt in THREADS:
         got = sfer.sparse_fill_empty_rows(idx, vals, shape, default, num_threads=nt)
         assert _fill._last_path() == "partition", nt
+        same(got, want)
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 3, 64])
+def test_partition_threads_follow_the_cpus(partition, cpus):
+    # Each slice and each placing thread keeps state of its own: no more of them than the CPUs
+    # (here none of the memory caps binds: as many slices as threads up to the CPUs); the
+    # result is the same for every count.
+    rng = np.random.default_rng(cpus)
+    rows, dense_rows = unsorted_case("uniform", rng)
+    idx = rows_matrix(rows, seed=cpus)
+    vals = np.arange(idx.shape[0], dtype=np.float32) * 0.5 - 3.0
+    want = reference.sparse_fill_empty_rows(idx, vals, [dense_rows, 9], np.float32(2.0))
+    sfer._runtime._set_cpus(cpus)
+    for nt in (1, 2, 3, 16, 64):
+        got = sfer.sparse_fill_empty_rows(idx, vals, [dense_rows, 9], np.float32(2.0),
+                                          num_threads=nt)
+        assert _fill._last_path() == "partition", nt
+        slices, placers = _fill._last_partition_threads()
+        assert slices == min(nt, cpus), (nt, slices)
+        assert 1 <= placers <= min(nt, cpus), (nt, placers)
         same(got, want)
 
 

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 import sfer
+import sfer._runtime
 from helpers import SERIAL_BELOW, same
 from sfer import _fill, reference
 
-THREADS = (1, 2, 3, 16)
+THREADS = (1, 2, 3, 16, 64)
 BIG = 2 * SERIAL_BELOW  # entries: threaded
 
 
@@ -94,6 +95,25 @@ def test_each_path_against_the_reference(name, n, wide_counters):
     for nt in THREADS:
         got = sfer.sparse_fill_empty_rows(idx, vals, shape, -0.0, num_threads=nt)
         assert _fill._last_path() == path, (name, nt)
+        same(got, want)
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 3, 64])
+@pytest.mark.parametrize("name", ["gaps_everywhere", "gap_at_each_boundary", "every_row_twice",
+                                  "shuffled"])
+def test_threads_capped_at_the_cpus(name, cpus):
+    # A large call runs on no more threads than the CPUs this process may use (every path
+    # cuts the entries into a slice per thread, each with state of its own); the bits are
+    # those of every other count.
+    idx, dense_rows, path = case(name, BIG)
+    shape = [dense_rows] + [9] * (idx.shape[1] - 1)
+    vals = np.arange(idx.shape[0], dtype=np.float32) * 0.5 - 3.0
+    want = reference.sparse_fill_empty_rows(idx, vals, shape, np.float32(1.5))
+    sfer._runtime._set_cpus(cpus)
+    for nt in (1, 2, 3, 16, 64):
+        got = sfer.sparse_fill_empty_rows(idx, vals, shape, np.float32(1.5), num_threads=nt)
+        assert _fill._last_path() == path, (name, nt)
+        assert sfer._runtime._last_threads() == min(nt, cpus), (name, nt)
         same(got, want)
 
 

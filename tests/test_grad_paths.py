@@ -15,7 +15,9 @@ Facts about the kernel these tests are built around (sfer/_grad.pyx; the constan
 * ``N + N_full < SERIAL_BELOW`` (65536) runs serially; from there up, ``num_threads`` threads
   (at most one per block) each walk a contiguous range of blocks;
 * the marking path gives each of up to ``MAX_BITMAPS`` (8) threads a bitmap of its own; past
-  that, the threads share one byte array (a byte per position) into which they mark with
+  that, its threads are capped at the CPUs this process may use (``sfer._runtime._set_cpus``
+  pretends a count; conftest.py pretends ``MAX_THREADS``), and if they still number more than
+  ``MAX_BITMAPS`` they share one byte array (a byte per position) into which they mark with
   plain stores (no atomic read-modify-write);
 * outputs of ``N * itemsize >= STREAM_BYTES`` (32 MiB) are written with non-temporal stores
   (4- and 8-byte items; larger items are copied plainly);
@@ -43,6 +45,7 @@ from hypothesis import given, note
 from hypothesis import strategies as st
 
 import sfer
+import sfer._runtime
 from checks import assert_bits_equal, bits_view, check_result
 from helpers import (
     BFLOAT16,
@@ -364,6 +367,24 @@ def test_many_threads(style, name):
     g = make_grad(name, n_full, rng)
     run_paths(rim, g, rng, threads=(1, MAX_BITMAPS - 1, MAX_BITMAPS, MAX_BITMAPS + 1, nb - 2,
                                     nb - 1, nb, 64))
+
+
+@pytest.mark.parametrize("cpus", [1, 2, MAX_BITMAPS, MAX_BITMAPS + 1, 64])
+@pytest.mark.parametrize("style", ["shuffled", "dups_shuffled"])
+def test_marking_threads_follow_the_cpus(style, cpus):
+    # Past MAX_BITMAPS threads the marking path runs on no more threads than the CPUs: a bitmap
+    # each where they are MAX_BITMAPS or fewer, the shared bytes beyond (run_paths asserts the
+    # path helpers.expected_path gives for the CPUs set here, and the same bits throughout).
+    n_full = 70_000
+    rng = np.random.default_rng(cpus)
+    if style == "dups_shuffled":
+        rim = rng.integers(0, n_full, size=90_000)
+    else:
+        rim = rng.permutation(_subset(rng, n_full, 35_000))
+    g = make_grad("float32", n_full, rng)
+    sfer._runtime._set_cpus(cpus)
+    run_paths(rim, g, rng, threads=(1, 2, MAX_BITMAPS, MAX_BITMAPS + 1, 16, 64))
+    assert expected_path(rim, n_full, 64) == ("bytes" if cpus > MAX_BITMAPS else "bitmaps")
 
 
 @pytest.mark.parametrize(

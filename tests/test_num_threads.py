@@ -264,6 +264,22 @@ def test_serial_build_uses_one_thread():
     assert sfer.get_num_threads() == 1 or sfer.openmp_enabled()
 
 
+def test_runnable_cpus_are_the_available_cpus():
+    # The CPUs that per-thread state is capped at (sfer._runtime.state_threads) are the default
+    # count's rule 4 (affinity mask and quota), read from C; the test hook overrides them.
+    sfer._runtime._set_cpus(0)
+    assert sfer._runtime._runnable_cpus() == sfer._runtime._available_cpus()
+    if hasattr(os, "sched_setaffinity"):
+        before = os.sched_getaffinity(0)
+        try:
+            os.sched_setaffinity(0, {min(before)})
+            assert sfer._runtime._runnable_cpus() == 1 == sfer._runtime._available_cpus()
+        finally:
+            os.sched_setaffinity(0, before)
+    sfer._runtime._set_cpus(5)
+    assert sfer._runtime._runnable_cpus() == 5
+
+
 def test_small_calls_run_on_one_thread():
     g = np.arange(1000, dtype=np.float64)
     sfer.sparse_fill_empty_rows_grad(np.arange(1000), g, num_threads=4)
