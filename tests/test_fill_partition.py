@@ -3,8 +3,9 @@ row into buckets, each bucket placed in cache), reached at test sizes through th
 ``_fill._set_partition_below`` and checked against sfer.reference bit for bit at 1, 2, 3, 16
 and 64 threads: stable order within a row, rows at and across bucket boundaries, every entry in
 one bucket, a few rows among many empty ones, rank 1 and 3, values of every width the kernel
-streams (and one it does not), values NumPy places, and the counting path's answer; and its slices and placing threads, which are no more than the
-CPUs this process may use (``sfer._runtime._set_cpus`` pretends a count)."""
+streams (and one it does not), values NumPy places, and the counting path's answer; and its
+slices and placing threads, which are no more than the CPUs this process may use
+(``sfer._runtime._set_cpus`` pretends a count)."""
 
 from __future__ import annotations
 

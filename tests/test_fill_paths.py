@@ -319,7 +319,7 @@ def test_single_pass_first_gap(first_gap):
     rows[first_gap + 5:] += 1                               # and one more further on
     idx = rows_matrix(rows, rank=3)
     vals = np.arange(n, dtype=np.float64) * 0.5
-    dense_rows = int(rows[-1]) + 2 if n else 2
+    dense_rows = int(rows[-1]) + 2
     want = reference.sparse_fill_empty_rows(idx, vals, [dense_rows, 9, 9], -1.0)
     for nt in THREADS:
         same(sfer.sparse_fill_empty_rows(idx, vals, [dense_rows, 9, 9], -1.0,
